@@ -1,0 +1,86 @@
+"""storage: local and s3:// through one scheme table, against a real S3-compatible server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from bioscan_stream import storage
+
+
+def test_local_atomic_write_and_listing(tmp_path: Path) -> None:
+    with storage.open_url(tmp_path / "a" / "x.tar", "wb") as f:
+        f.write(b"abc")
+        assert not (tmp_path / "a" / "x.tar").exists()  # only renamed into place on close
+    assert storage.read_bytes(tmp_path / "a" / "x.tar") == b"abc"
+    assert storage.list_urls(tmp_path, suffix=".tar") == [str(tmp_path / "a" / "x.tar")]
+    assert storage.join_url("s3://b/p/", "x", "/y.tar") == "s3://b/p/x/y.tar"
+
+
+@pytest.mark.s3
+def test_s3_write_read_list_exists(s3_bucket: str, tmp_path: Path) -> None:
+    url = storage.join_url(s3_bucket, "shards", "train-000000.tar")
+    payload = bytes(range(256)) * 4000
+    with storage.open_url(url, "wb") as f:
+        f.write(payload)
+    assert storage.url_exists(url) and not storage.url_exists(url + ".missing")
+    assert storage.read_bytes(url) == payload
+    assert storage.list_urls(storage.join_url(s3_bucket, "shards"), suffix=".tar") == [url]
+
+
+class _DroppingProxy:
+    """A TCP proxy on 127.0.0.1 that cuts the first response after `cut` bytes: a real dropped connection."""
+
+    def __init__(self, target_port: int, cut: int) -> None:
+        self.target_port, self.cut, self.drops = target_port, cut, 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._pipe, args=(client,), daemon=True).start()
+
+    def _pipe(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        drop = self.drops == 0
+        threading.Thread(target=self._forward, args=(client, upstream, None), daemon=True).start()
+        self._forward(upstream, client, self.cut if drop else None)
+
+    def _forward(self, src: socket.socket, dst: socket.socket, limit: int | None) -> None:
+        sent = 0
+        try:
+            while data := src.recv(65536):
+                if limit is not None and sent + len(data) > limit:
+                    dst.sendall(data[: limit - sent])
+                    self.drops += 1
+                    break
+                dst.sendall(data)
+                sent += len(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            s.close()
+
+
+@pytest.mark.s3
+def test_s3_read_resumes_after_dropped_connection(s3_bucket: str, s3_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = storage.join_url(s3_bucket, "big.bin")
+    payload = bytes(range(256)) * 8192  # 2 MiB
+    with storage.open_url(url, "wb") as f:
+        f.write(payload)
+    proxy = _DroppingProxy(int(s3_server.rsplit(":", 1)[1]), cut=300_000)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{proxy.port}")
+    retries: list[int] = []
+    reader = storage.S3Reader(url, on_retry=lambda u, attempt, e: retries.append(attempt))
+    assert reader.read() == payload
+    assert proxy.drops == 1 and retries == [1]
