@@ -20,6 +20,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any
 
+from bioscan_stream._atomic import atomic_path
+
 __all__ = [
     "is_s3",
     "split_s3_url",
@@ -89,10 +91,19 @@ def s3_client() -> Any:
 
 def _transient_errors() -> tuple[type[BaseException], ...]:
     from botocore.exceptions import ConnectionError as BotoConnectionError
-    from botocore.exceptions import ReadTimeoutError, ResponseStreamingError
+    from botocore.exceptions import IncompleteReadError, ReadTimeoutError, ResponseStreamingError
     from urllib3.exceptions import ProtocolError
 
-    return (BotoConnectionError, ReadTimeoutError, ResponseStreamingError, ProtocolError, ConnectionError, OSError)
+    # IncompleteReadError is what a connection dropped mid-body raises (seen against moto, 2026-11).
+    return (
+        BotoConnectionError,
+        IncompleteReadError,
+        ReadTimeoutError,
+        ResponseStreamingError,
+        ProtocolError,
+        ConnectionError,
+        OSError,
+    )
 
 
 class S3Reader(io.RawIOBase):
@@ -222,11 +233,8 @@ def put_file(local: str | os.PathLike[str], url: str | os.PathLike[str]) -> None
         bucket, key = split_s3_url(url)
         s3_client().upload_file(str(local), bucket, key)
         return
-    final = Path(url)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    shutil.copyfile(local, tmp)
-    os.replace(tmp, final)
+    with atomic_path(url) as tmp:
+        shutil.copyfile(local, tmp)
 
 
 def list_urls(prefix: str | os.PathLike[str], *, suffix: str = "") -> list[str]:

@@ -68,7 +68,11 @@ class _DroppingProxy:
                 sent += len(data)
         except OSError:
             pass
-        for s in (src, dst):
+        for s in (src, dst):  # shutdown, not just close: another thread may be blocked in recv on it
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             s.close()
 
 

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from bioscan_stream._atomic import atomic_path
 from bioscan_stream.schema import shard_name
 
 __all__ = ["ShardInfo", "write_tar", "shard_name"]
@@ -73,25 +74,19 @@ def write_tar(path: str | os.PathLike[str], samples: Iterable[Mapping[str, bytes
     Returns the shard's sample count, byte size and sha256 for the manifest.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     count = 0
-    try:
-        with open(tmp, "wb") as raw:
-            sink = _HashingWriter(raw)
-            with tarfile.open(fileobj=sink, mode="w", format=tarfile.USTAR_FORMAT) as tar:  # type: ignore[call-overload]
-                for sample in samples:
-                    key = str(sample["__key__"])
-                    _check_key(key)
-                    for ext, value in sample.items():
-                        if ext.startswith("__"):
-                            continue
-                        payload = value.encode("utf-8") if isinstance(value, str) else bytes(value)
-                        tar.addfile(_member(f"{key}.{ext}", payload), io.BytesIO(payload))
-                    count += 1
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as raw:
+        sink = _HashingWriter(raw)
+        with tarfile.open(fileobj=sink, mode="w", format=tarfile.USTAR_FORMAT) as tar:  # type: ignore[call-overload]
+            for sample in samples:
+                key = str(sample["__key__"])
+                _check_key(key)
+                for ext, value in sample.items():
+                    if ext.startswith("__"):
+                        continue
+                    payload = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+                    tar.addfile(_member(f"{key}.{ext}", payload), io.BytesIO(payload))
+                count += 1
+        raw.flush()
+        os.fsync(raw.fileno())
     return ShardInfo(name=path.name, samples=count, bytes=sink.size, sha256=sink.sha256.hexdigest())
