@@ -74,3 +74,18 @@ def s3_bucket(s3_server: str) -> str:
     name = f"test-{uuid.uuid4().hex[:12]}"
     s3_client().create_bucket(Bucket=name)
     return f"s3://{name}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_leftover_processes() -> Iterator[None]:
+    """Fail the session if a test left child processes behind (a Ray head, a server, a worker pool)."""
+    import time
+
+    import psutil
+
+    yield
+    deadline = time.monotonic() + 20
+    while (children := psutil.Process().children(recursive=True)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    alive = [f"{c.pid}:{' '.join(c.cmdline()[:3])}" for c in children if c.is_running()]
+    assert not alive, f"tests left processes running: {alive}"
