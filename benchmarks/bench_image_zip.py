@@ -1,0 +1,134 @@
+"""What does reading images straight from the official zips cost, with `ImageStore` vs plain `zipfile`?
+
+Builds a zip shaped like `BIOSCAN_5M_cropped_256_pretrain.01.zip` (release-relative member names,
+stored JPEG-sized members), then measures in fresh processes: the time and memory to index it
+(`ImageStore.open`, flat `ZipIndex` arrays; baseline `zipfile.ZipFile`, one object per member), the
+pickled size a Ray task would receive, and random-read throughput. Appends a JSON line to
+benchmarks/results/image_zip.jsonl.
+
+    python benchmarks/bench_image_zip.py                  # 200k members of 1 KiB (index costs)
+    python benchmarks/bench_image_zip.py --members 20000 --member-kib 29   # real image size (read speed)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pickle
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from bioscan_stream.layout import ImageStore, image_relpath, zip_package_names
+
+RESULTS = Path(__file__).parent / "results" / "image_zip.jsonl"
+PACKAGE = "cropped_256"
+READS = 5000
+
+
+def _ids(members: int) -> list[str]:
+    return [f"SYN{i:08d}-24" for i in range(members)]
+
+
+def write_zip(root: Path, members: int, member_kib: int) -> None:
+    payload = os.urandom(member_kib * 1024)
+    with zipfile.ZipFile(root / zip_package_names(PACKAGE, per_partition=True)[0], "w") as zf:
+        for pid in _ids(members):
+            zf.writestr(image_relpath(pid, "pretrain", PACKAGE), payload)
+
+
+def _rss() -> int:
+    with open("/proc/self/status") as status:
+        return int(next(x for x in status if x.startswith("VmRSS:")).split()[1]) * 1024
+
+
+def _worker(variant: str, root: str, members: int) -> dict:
+    """Index and read in this fresh process."""
+    base, start = _rss(), time.perf_counter()
+    if variant == "imagestore":
+        store = ImageStore.open(root, PACKAGE)
+        pickled = len(pickle.dumps(store))
+
+        def read(pid: str) -> bytes:
+            return store.read(pid, "pretrain")
+    else:
+        archive = zipfile.ZipFile(next(Path(root).glob("*.zip")))
+        pickled = 0  # a ZipFile cannot be pickled: each task re-reads the central directory
+
+        def read(pid: str) -> bytes:
+            return archive.read(image_relpath(pid, "pretrain", PACKAGE))
+
+    index_s, index_rss = time.perf_counter() - start, _rss() - base
+    picks = random.Random(0).choices(_ids(members), k=READS)
+    start = time.perf_counter()
+    nbytes = sum(len(read(pid)) for pid in picks)
+    read_s = time.perf_counter() - start
+    return {
+        "index_s": index_s,
+        "index_rss": index_rss,
+        "pickled_bytes": pickled,
+        "reads_per_s": READS / read_s,
+        "mb_per_s": nbytes / read_s / 1e6,
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", type=int, default=200_000)
+    parser.add_argument("--member-kib", type=int, default=1)
+    parser.add_argument("--worker", choices=("imagestore", "zipfile"), help=argparse.SUPPRESS)
+    parser.add_argument("--root", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        print(json.dumps(_worker(args.worker, args.root, args.members)))
+        return 0
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench_zip_") as root:
+        write_zip(Path(root), args.members, args.member_kib)
+        for variant in ("imagestore", "zipfile"):
+            cmd = [sys.executable, __file__, "--worker", variant, "--root", root, "--members", str(args.members)]
+            results[variant] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    for name, r in results.items():
+        print(
+            f"{name:10s} index {r['index_s']:6.2f} s  +{r['index_rss'] / 2**20:7.1f} MiB "
+            f"({r['index_rss'] / args.members:5.0f} B/member)  pickled {r['pickled_bytes'] / 2**20:6.1f} MiB  "
+            f"{r['reads_per_s']:8,.0f} reads/s  {r['mb_per_s']:6.1f} MB/s"
+        )
+    ours, base = results["imagestore"], results["zipfile"]
+    ratios = {
+        "index_memory": ours["index_rss"] / max(base["index_rss"], 1),
+        "index_time": ours["index_s"] / base["index_s"],
+        "reads": ours["reads_per_s"] / base["reads_per_s"],
+    }
+    print(", ".join(f"{k} {v:.2f}x of zipfile" for k, v in ratios.items()))
+    record = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "members": args.members,
+        "member_kib": args.member_kib,
+        "results": results,
+        "ratios": ratios,
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS, "a") as out:
+        out.write(json.dumps(record) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
