@@ -12,6 +12,7 @@ from __future__ import annotations
 import colorsys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -308,19 +309,27 @@ def _lineage(record: Mapping[str, object]) -> list[str]:
     return lineage
 
 
-def sample_appearance(record: Mapping[str, object], rng: np.random.Generator) -> Appearance:
-    """The appearance of one specimen: its lineage's point in parameter space plus individual noise from `rng`."""
-    lineage = _lineage(record)
-    plan = _plan_for(lineage)
+@lru_cache(maxsize=4096)
+def _lineage_point(lineage: tuple[str, ...]) -> tuple[str, np.ndarray, int]:
+    """(body plan, point in parameter space, default pattern kind) of a lineage: deterministic in the names,
+    so cached per process (a run draws many specimens of the same taxa)."""
+    plan = _plan_for(list(lineage))
     traits = PLANS[plan]
     values = np.array([float(traits.get(n, PARAMS[n][2])) for n in _NAMES])
     span = _HIGH - _LOW
     for depth, (_, step) in enumerate(_STEPS[: len(lineage)]):
         values += stable_rng("taxon", *lineage[: depth + 1]).normal(0, step, len(values)) * span
-    values += rng.normal(0, _INDIVIDUAL_STEP, len(values)) * span
-    values = np.clip(values, _LOW, _HIGH)
     kind_rng = stable_rng("pattern", *lineage[:2])
     pattern_kind = int(traits.get("pattern_kind", 0)) if kind_rng.random() < 0.6 else int(kind_rng.integers(4))
+    values.flags.writeable = False  # shared by every specimen of the lineage
+    return plan, values, pattern_kind
+
+
+def sample_appearance(record: Mapping[str, object], rng: np.random.Generator) -> Appearance:
+    """The appearance of one specimen: its lineage's point in parameter space plus individual noise from `rng`."""
+    plan, point, pattern_kind = _lineage_point(tuple(_lineage(record)))
+    traits = PLANS[plan]
+    values = np.clip(point + rng.normal(0, _INDIVIDUAL_STEP, len(point)) * (_HIGH - _LOW), _LOW, _HIGH)
     return Appearance(
         values=dict(zip(_NAMES, values.tolist(), strict=True)),
         plan=plan,

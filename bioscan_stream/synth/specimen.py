@@ -36,10 +36,16 @@ class Primitive:
     rgba: Rgba
     width: float = 0.0
     body: bool = True  # opaque body part: textured, counted as body in the mask
+    limb: bool = False  # leg, antenna or cercus: a polyline whose segments scale with the reach
 
 
 _STEPS_10 = np.linspace(0.0, 1.0, 10)
 _CIRCLE_14 = np.linspace(0, 2 * np.pi, 14, endpoint=False)
+_COS_14, _SIN_14 = np.cos(_CIRCLE_14), np.sin(_CIRCLE_14)
+#: Wing outline: positions along the wing and the two factors of its half-width profile.
+_WING_U = np.linspace(0, 1, 12)
+_WING_ROUND = np.sin(np.pi * np.clip(_WING_U, 0.02, 1)) ** 0.6
+_WING_TAPER = 0.6 + 0.4 * _WING_U
 
 
 def _rgba(rgb: Sequence[int], shade: float, alpha: int = 255) -> Rgba:
@@ -48,23 +54,46 @@ def _rgba(rgb: Sequence[int], shade: float, alpha: int = 255) -> Rgba:
     return r, g, b, alpha
 
 
+@lru_cache(maxsize=16)
+def _part_profile(pieces: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The shape-independent factors of `_part` with `pieces` slices (each (pieces, 10)): position along
+    the part in [0, 1], the elliptic outline, and the distance from the tail end; the parts of every
+    specimen reuse them."""
+    edges = np.linspace(-1.0, 1.0, pieces + 1)
+    u = edges[:-1, None] + (edges[1:] - edges[:-1])[:, None] * _STEPS_10
+    return (u + 1) / 2, np.sqrt(np.maximum(1 - u * u, 0.0)), 1 - u
+
+
 def _part(x_rear: float, length: float, width: float, taper: float, pieces: int = 1) -> list[np.ndarray]:
     """Egg-shaped outline along the x axis (rear at `x_rear`), cut across into `pieces` slices (segments).
 
     The tail end narrows by `taper`. All slices are computed in one vectorised pass.
     """
-    edges = np.linspace(-1.0, 1.0, pieces + 1)
-    u = edges[:-1, None] + (edges[1:] - edges[:-1])[:, None] * _STEPS_10  # (pieces, 10)
-    half = width / 2 * np.sqrt(np.maximum(1 - u * u, 0.0)) * (1 - taper * 0.3 * (1 - u))
+    along, rounding, rest = _part_profile(pieces)
+    half = width / 2 * rounding * (1 - taper * 0.3 * rest)
     out = np.empty((pieces, 20, 2))
-    out[:, :10, 0] = x_rear + (u + 1) / 2 * length
+    out[:, :10, 0] = x_rear + along * length
     out[:, :10, 1] = half
     out[:, 10:] = out[:, 9::-1] * (1.0, -1.0)
     return list(out)
 
 
 def _ellipse(cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
-    return np.column_stack([cx + rx * np.cos(_CIRCLE_14), cy + ry * np.sin(_CIRCLE_14)])
+    out = np.empty((14, 2))
+    out[:, 0] = cx + rx * _COS_14
+    out[:, 1] = cy + ry * _SIN_14
+    return out
+
+
+def _rotation(angle: float) -> np.ndarray:
+    cos, sin = math.cos(angle), math.sin(angle)
+    return np.array([[cos, -sin], [sin, cos]])
+
+
+@lru_cache(maxsize=8)
+def _vein_spread(count: int) -> np.ndarray:
+    """Where `count` wing veins end across the wing, as fractions of its widest half-width."""
+    return np.linspace(-0.4, 0.4, count)
 
 
 def _polyline(start: tuple[float, float], angles: list[float], lengths: list[float]) -> np.ndarray:
@@ -162,14 +191,14 @@ def _legs(app: Appearance, axis: dict[str, float], rng: np.random.Generator) -> 
     pairs = app.legs // 2
     parts = []
     for i in range(pairs):
-        base = np.radians(55 + 80 * i / max(pairs - 1, 1))
+        base = math.radians(55 + 80 * i / max(pairs - 1, 1))
         base = np.pi / 2 + (base - np.pi / 2) * app["leg_spread"]
         hind = app.plan == "cricket" and i == pairs - 1
         length = app["leg_l"] * axis["reach"] * (1.4 if hind else 1.0)
         for side in (-1, 1):
             angle = base + rng.normal(0, 0.2)
             knee = angle + (0.5 + rng.normal(0, 0.25)) * (
-                1 if i == pairs - 1 else -1 if i == 0 else rng.choice([-1, 1])
+                1 if i == pairs - 1 else -1 if i == 0 else (-1, 1)[int(rng.integers(2))]  # = rng.choice([-1, 1])
             )
             start = (
                 axis["thorax_c"] + app["thorax_l"] * (0.35 - 0.7 * i / max(pairs - 1, 1)),
@@ -179,7 +208,12 @@ def _legs(app: Appearance, axis: dict[str, float], rng: np.random.Generator) -> 
                 start, [side * angle, side * knee, side * (knee + 0.3)], [0.42 * length, 0.43 * length, 0.15 * length]
             )
             parts.append(
-                Primitive(points, leg_rgb, width=app["leg_w"] * (1.8 if hind else 1.0) * (0.7 + 0.3 * axis["thick"]))
+                Primitive(
+                    points,
+                    leg_rgb,
+                    width=app["leg_w"] * (1.8 if hind else 1.0) * (0.7 + 0.3 * axis["thick"]),
+                    limb=True,
+                )
             )
     return parts
 
@@ -196,13 +230,15 @@ def _feelers(app: Appearance, axis: dict[str, float], rng: np.random.Generator) 
                 [side * angle, side * (angle + rng.normal(0, 0.3))],
                 [app["ant_l"] * axis["reach"] * 0.5] * 2,
             )
-            parts.append(Primitive(points, leg_rgb, width=app["leg_w"] * 0.7 * (0.7 + 0.3 * axis["thick"])))
+            parts.append(
+                Primitive(points, leg_rgb, width=app["leg_w"] * 0.7 * (0.7 + 0.3 * axis["thick"]), limb=True)
+            )
         if app["tail_l"] > 0.05:
             angle = np.pi - rng.uniform(0.1, 0.4)
             points = _polyline(
                 (axis["rear"] + 0.01, 0.0), [side * angle, side * angle], [app["tail_l"] * axis["reach"] / 2] * 2
             )
-            parts.append(Primitive(points, leg_rgb, width=app["leg_w"] * (0.7 + 0.3 * axis["thick"])))
+            parts.append(Primitive(points, leg_rgb, width=app["leg_w"] * (0.7 + 0.3 * axis["thick"]), limb=True))
     return parts
 
 
@@ -217,24 +253,18 @@ def _wings(app: Appearance, axis: dict[str, float], rng: np.random.Generator) ->
         scale = 1.0 - 0.25 * pair
         for side in (-1, 1):
             angle = side * (np.pi - app["sweep"] * (1 + 0.3 * pair) - rng.normal(0, 0.08))
-            u = np.linspace(0, 1, 12)
-            half = (
-                app["wing_w"]
-                * (0.5 + 0.5 * axis["thick"])
-                * scale
-                / 2
-                * np.sin(np.pi * np.clip(u, 0.02, 1)) ** 0.6
-                * (0.6 + 0.4 * u)
-            )
-            local = np.concatenate([np.column_stack([u, half]), np.column_stack([u[::-1], -half[::-1]])])
+            half = app["wing_w"] * (0.5 + 0.5 * axis["thick"]) * scale / 2 * _WING_ROUND * _WING_TAPER
+            local = np.empty((24, 2))
+            local[:12, 0], local[12:, 0] = _WING_U, _WING_U[::-1]
+            local[:12, 1], local[12:, 1] = half, -half[::-1]
             local[:, 0] *= app["wing_l"] * scale
-            rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+            rotation = _rotation(angle)
             base = np.array([axis["thorax_c"] + 0.1 * app["thorax_l"], side * app["thorax_w"] * axis["thick"] * 0.2])
             parts.append(Primitive(local @ rotation.T + base, _rgba(tint, 1.0, alpha), body=app.wings_over))
             # veins: one polyline out to each vein tip and back to the base (one primitive instead of 2-4)
-            tips = np.linspace(-0.4, 0.4, 2 + round(2 * app["vein"])) * half.max()
+            tips = _vein_spread(2 + round(2 * app["vein"])) * half.max()
             line = np.zeros((2 * len(tips) + 1, 2))
-            line[1::2] = np.column_stack([np.full(len(tips), 0.9 * app["wing_l"] * scale), tips])
+            line[1::2, 0], line[1::2, 1] = 0.9 * app["wing_l"] * scale, tips
             vein = _rgba(tint, 0.6, min(255, alpha + 30))
             parts.append(Primitive(line @ rotation.T + base, vein, width=0.004, body=False))
     return parts
@@ -284,8 +314,9 @@ class _Shape:
     """The organism packed into flat arrays: primitive `i` is `points[bounds[i]:bounds[i + 1]]`.
 
     Coordinates are linear in the thickness and in the reach (leg and antenna length) with no cross
-    term, and widths are linear in the thickness, so three `build_primitives` calls give the organism at
-    any (thickness, reach) with a few vector operations (the area fit calls `at` often).
+    term, and widths are linear in the thickness, so two `build_primitives` calls give the organism at
+    any (thickness, reach) with a few vector operations (the area fit calls `at` often): at reach 0 a
+    limb shrinks onto its first point and everything else stays, so the reach term is read off one build.
     """
 
     base: np.ndarray  # thickness 0, reach 1
@@ -301,13 +332,13 @@ class _Shape:
         """The primitives (thickness 0, for colours and kinds) and the packed shape."""
         thin = build_primitives(app, 0.0, pose_seed)
         unit = build_primitives(app, 1.0, pose_seed)
-        reachless = build_primitives(app, 0.0, pose_seed, reach=0.0)
         base = np.vstack([p.points for p in thin])
+        reach_delta = np.vstack([p.points - p.points[0] if p.limb else np.zeros_like(p.points) for p in thin])
         widths = np.array([p.width for p in thin])
         shape = cls(
             base=base,
             thick_delta=np.vstack([p.points for p in unit]) - base,
-            reach_delta=base - np.vstack([p.points for p in reachless]),
+            reach_delta=reach_delta,
             widths=widths,
             width_delta=np.array([p.width for p in unit]) - widths,
             bounds=np.cumsum([0] + [len(p.points) for p in thin]),
@@ -353,12 +384,14 @@ def _choose_rotation(points: np.ndarray, aspect: float, rng: np.random.Generator
 def _fit(points: np.ndarray, widths: np.ndarray, rotation: np.ndarray, box: tuple[int, int, int, int]) -> Placement:
     """Stretch the rotated organism so its drawn pixels span exactly `box` (x1, y1 exclusive)."""
     rotated = points @ rotation.T
-    low, span = rotated.min(axis=0), np.ptp(rotated, axis=0) + 1e-9
+    low = rotated.min(axis=0)
+    span = rotated.max(axis=0) - low + 1e-9
     size = np.array([box[2] - box[0] - 1, box[3] - box[1] - 1], dtype=float)
+    widest, limit = float(widths.max()), float(size.min()) / 4
     margin = 0.0
     for _ in range(2):  # line ends poke out by half their width: shrink by that, once re-estimated
         stretch = np.maximum(size - 2 * margin, 1.0) / span
-        margin = min(float(widths.max()) * float(np.sqrt(stretch[0] * stretch[1])) / 2, size.min() / 4)
+        margin = min(widest * math.sqrt(stretch[0] * stretch[1]) / 2, limit)
     offset = np.array(box[:2], dtype=float) + margin - low * stretch
     return Placement(np.diag(stretch) @ rotation, offset)
 
@@ -375,9 +408,10 @@ def _raster_area(points: np.ndarray, widths: np.ndarray, bounds: np.ndarray, *, 
     q = min(1.0, max_side / float(extent.max()))
     mask = Image.new("L", (int(extent[0] * q) + 2, int(extent[1] * q) + 2))
     draw = ImageDraw.Draw(mask)
-    flat = (points - low) * q
-    for i, width in enumerate(widths.tolist()):
-        xy = flat[bounds[i] : bounds[i + 1]].ravel().tolist()
+    coords = ((points - low) * q).ravel().tolist()  # one conversion; primitive i is coords[2 * bounds[i]:...]
+    cuts = (2 * bounds).tolist()
+    for width, start, stop in zip(widths.tolist(), cuts[:-1], cuts[1:], strict=True):
+        xy = coords[start:stop]
         if width:
             draw.line(xy, fill=255, width=_pixel_width(width, q), joint="curve")
         else:
@@ -443,10 +477,15 @@ def plan_organism(record: Mapping[str, object], *, seed: int) -> Organism:
         points, widths = shape.at(thick, reach)
         placement = _fit(points, widths, rotation, box)
     prims = [
-        Primitive(points[a:b], p.rgba, float(w), p.body)
+        Primitive(points[a:b], p.rgba, float(w), p.body, p.limb)
         for p, a, b, w in zip(thin, shape.bounds[:-1], shape.bounds[1:], widths, strict=True)
     ]
     return Organism(app, prims, placement)
+
+
+#: Rounded shading of a body pixel by its blurred body-mask value v (0-255): 0.55 + 0.45 * sqrt(v / 255),
+#: darker towards the edges; a table, so the per-pixel work is one lookup.
+_SHADE = 0.55 + 0.45 * np.sqrt(np.arange(256, dtype=np.float32) / 255)
 
 
 @lru_cache(maxsize=1)
@@ -518,12 +557,14 @@ def draw_organism(image: Image.Image, organism: Organism, viewport: Viewport, *,
     drawn = background.copy()
     mask, body = _paint(drawn, organism.prims, [p - region[:2] for p in points], scale)
     radius = max(1.0, 0.03 * float(np.hypot(*drawn.size)))
-    inside = np.asarray(body.filter(ImageFilter.BoxBlur(radius)), dtype=np.float32) / 255
-    grain = 1 + organism.appearance["texture"] * _texture(drawn.size, stable_rng("texture", seed))
-    factor = np.where(np.asarray(body) > 0, grain * (0.55 + 0.45 * np.sqrt(inside)), 1.0)
-    pixels = np.asarray(drawn, dtype=np.float32) * factor[..., None]
+    shade = _SHADE[np.asarray(body.filter(ImageFilter.BoxBlur(radius)))]
+    grain = organism.appearance["texture"] * _texture(drawn.size, stable_rng("texture", seed))
+    grain += 1
+    factor = np.where(np.asarray(body) > 0, grain * shade, np.float32(1.0))
+    pixels = np.asarray(drawn, dtype=np.float32)  # a fresh array: scaled in place
+    pixels *= factor[..., None]
     blur = ImageFilter.BoxBlur(0.8)  # stands in for the anti-aliasing of a downscaled photo (Gaussian: 2.5x slower)
-    drawn = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB").filter(blur)
+    drawn = Image.fromarray(np.clip(pixels, 0, 255, out=pixels).astype(np.uint8), "RGB").filter(blur)
     image.paste(Image.composite(drawn, background, mask.filter(blur)), region[:2])
 
 
