@@ -68,6 +68,10 @@ class InvalidRecordError(ValueError):
             f"invalid record processid={reject.processid!r} split={reject.split!r}: {reject.reason}: {reject.detail}"
         )
 
+    def __reduce__(self) -> tuple[type[InvalidRecordError], tuple[Reject]]:
+        """Pickle from the reject, not the message, so the error crosses process boundaries (Ray tasks)."""
+        return type(self), (self.reject,)
+
 
 def check_barcode(seq: str | None) -> str | None:
     """Return None for a valid barcode, else a reason naming the offending characters and where they are."""

@@ -1,0 +1,232 @@
+"""One shard, written or resumed (plan -> **writer** -> manifest): the body of every conversion task.
+
+An image shard holds, per record, the image bytes exactly as in the release (checked to be a JPEG, never
+re-encoded), the barcode text, all 23 metadata fields as JSON and the integer targets per rank. A DNA
+shard holds unique barcodes and how many records carry each. Records whose image is missing or
+unreadable become `Reject`s instead of samples, so `written + rejected` always equals the shard's rows.
+
+Fault model: the tar is committed atomically (local rename, or one S3 PUT of a finished local file),
+then a small journal record (`_journal/<split>-NNNNNN.json`: ShardInfo, plan digest, rejects) is
+committed the same way. A rerun reuses a shard only when its journal names the same plan digest and the
+tar still hashes to the recorded sha256; anything else is rewritten. Writing is deterministic, so a
+rewrite yields the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bioscan_stream.layout import ImageStore, MissingImage
+from bioscan_stream.schema import COUNT, DNA, IMAGE, METADATA, TARGETS
+from bioscan_stream.shards.tarwriter import ShardInfo, write_tar
+from bioscan_stream.storage import is_s3, open_url, put_file, url_exists
+from bioscan_stream.validate import MISSING_IMAGE, UNREADABLE_IMAGE, InvalidRecordError, Reject
+
+__all__ = [
+    "ShardJob",
+    "ShardResult",
+    "jpeg_problem",
+    "image_sample",
+    "dna_key",
+    "dna_sample",
+    "write_image_shard",
+    "write_dna_shard",
+    "sha256_url",
+]
+
+_JPEG_SOI = b"\xff\xd8\xff"
+_JPEG_EOI = b"\xff\xd9"
+#: Start-of-frame markers (baseline, progressive, lossless, arithmetic); 0xC4/0xC8/0xCC are not frames.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_SOS = 0xDA
+_HASH_CHUNK = 1 << 20
+#: One encoder for all samples: `json.dumps` with options builds a new encoder per call (~10 us).
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """Where one shard goes: its URL, its journal record's URL, and whether problems raise (strict)."""
+
+    path: str
+    url: str
+    journal_url: str
+    strict: bool = False
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """A finished shard: what the manifest records, the records rejected from it, and whether it was reused."""
+
+    path: str
+    info: ShardInfo
+    digest: str
+    rejects: tuple[Reject, ...] = ()
+    reused: bool = False
+
+
+def _scan_start(data: bytes) -> int | str:
+    """Offset of the first start-of-scan marker, after a frame header (SOF) of non-zero width; else the problem."""
+    pos, frame = 2, False
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return f"corrupt JPEG header: no marker at byte {pos}"
+        marker = data[pos + 1]
+        if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD7:  # fill byte or standalone marker
+            pos += 1 if marker == 0xFF else 2
+            continue
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if length < 2:
+            return f"corrupt JPEG header: segment 0x{marker:02X} of length {length} at byte {pos}"
+        if marker in _JPEG_SOF:
+            frame = True
+            if pos + 9 > len(data) or int.from_bytes(data[pos + 7 : pos + 9], "big") == 0:
+                return "corrupt JPEG header: frame of zero width"  # (height 0 is legal: set later by DNL)
+        if marker == _JPEG_SOS:
+            return pos if frame else "corrupt JPEG header: scan before any frame header"
+        pos += 2 + length
+    return "corrupt JPEG header: no start-of-scan marker"
+
+
+def jpeg_problem(data: bytes) -> str | None:
+    """None for a plausible, complete JPEG, else what is wrong: SOI, marker segments up to the scan, EOI.
+
+    Why not decode: a decode costs ~500 us and PIL's header parse ~100 us per 29 KB image; this costs a
+    few us, and a byte copier must stay near the raw tar limit (benchmarks/bench_convert.py). The
+    end-of-image marker is searched after the scan start, since entropy-coded data never holds FF D9
+    and cameras append trailers after it (the fixture photos carry 2 KB) or embed thumbnails before it.
+    """
+    if not data:
+        return "empty file"
+    if not data.startswith(_JPEG_SOI):
+        return f"not a JPEG (starts with {data[:4].hex()})"
+    scan = _scan_start(data)
+    if isinstance(scan, str):
+        return scan
+    if data.rfind(_JPEG_EOI, scan) < 0:  # from the end: the marker is normally in the last 2 bytes
+        return "truncated JPEG (no end-of-image marker)"
+    return None
+
+
+def _json_value(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def image_sample(record: Mapping[str, Any], targets: Mapping[str, int], image: bytes) -> dict[str, bytes | str]:
+    """The tar sample of one record, members in schema order; metadata keeps every field (missing = null)."""
+    metadata = {name: _json_value(value) for name, value in record.items()}
+    return {
+        "__key__": str(record["processid"]),
+        IMAGE: image,
+        DNA: record.get("dna_barcode") or "",
+        METADATA: _JSON.encode(metadata),
+        TARGETS: _JSON.encode({rank: int(code) for rank, code in targets.items()}),
+    }
+
+
+def dna_key(sequence: str) -> str:
+    """Content-derived sample key of a unique barcode (128 bits of sha256: no collisions at 2.5M)."""
+    return hashlib.sha256(sequence.encode("ascii")).hexdigest()[:32]
+
+
+def dna_sample(sequence: str, count: int) -> dict[str, bytes | str]:
+    return {"__key__": dna_key(sequence), DNA: sequence, COUNT: str(int(count))}
+
+
+def sha256_url(url: str) -> str:
+    """Stream a local file or S3 object through sha256."""
+    digest = hashlib.sha256()
+    with open_url(url, "rb") as src:
+        while chunk := src.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _reuse(job: ShardJob, digest: str) -> ShardResult | None:
+    """The recorded result when the journal matches this plan and the tar hashes as recorded."""
+    if not url_exists(job.journal_url) or not url_exists(job.url):
+        return None
+    with open_url(job.journal_url, "rb") as src:
+        data = src.read()
+    try:
+        record = json.loads(data)
+        info = ShardInfo(**record["shard"])
+        rejects = tuple(Reject(**r) for r in record["rejects"])
+    except (ValueError, KeyError, TypeError):  # a journal from another version, or damaged: rewrite the shard
+        return None
+    if record.get("digest") != digest or sha256_url(job.url) != info.sha256:
+        return None
+    return ShardResult(job.path, info, digest, rejects, reused=True)
+
+
+def _commit(
+    job: ShardJob, digest: str, samples: Iterable[Mapping[str, bytes | str]], rejects: list[Reject]
+) -> ShardResult:
+    """Write the tar (atomically, locally or to S3), then its journal record; return the result."""
+    if is_s3(job.url):
+        with tempfile.TemporaryDirectory(prefix="bioscan-shard-") as tmp:
+            local = Path(tmp, Path(job.path).name)
+            info = write_tar(local, samples)
+            put_file(local, job.url)
+    else:
+        info = write_tar(job.url, samples)
+    record = {"shard": asdict(info), "digest": digest, "rejects": [asdict(r) for r in rejects]}
+    with open_url(job.journal_url, "wb") as out:
+        out.write(json.dumps(record, indent=1).encode("utf-8"))
+    return ShardResult(job.path, info, digest, tuple(rejects))
+
+
+def _image_samples(
+    job: ShardJob,
+    store: ImageStore,
+    records: Sequence[Mapping[str, Any]],
+    targets: Sequence[Mapping[str, int]],
+    rejects: list[Reject],
+) -> Iterator[dict[str, bytes | str]]:
+    """Samples of the readable records; every other record is appended to `rejects` (or raises, strict)."""
+    for record, target in zip(records, targets, strict=True):
+        pid, split = str(record["processid"]), str(record["split"])
+        try:
+            image = store.read(pid, split)
+            problem = jpeg_problem(image)
+            reject = None if problem is None else Reject(pid, split, UNREADABLE_IMAGE, f"{job.path}: {problem}")
+        except MissingImage as error:
+            reject = Reject(pid, split, MISSING_IMAGE, str(error))
+        if reject is None:
+            yield image_sample(record, target, image)
+            continue
+        if job.strict:
+            raise InvalidRecordError(reject)
+        rejects.append(reject)
+
+
+def write_image_shard(
+    job: ShardJob,
+    store: ImageStore,
+    records: Sequence[Mapping[str, Any]],
+    targets: Sequence[Mapping[str, int]],
+) -> ShardResult:
+    """Write (or verify and reuse) one image shard of `records`, in the given (shuffled) order."""
+    digest = hashlib.sha256("\n".join(str(r["processid"]) for r in records).encode("utf-8")).hexdigest()
+    reused = _reuse(job, digest)
+    if reused is not None:
+        return reused
+    rejects: list[Reject] = []
+    return _commit(job, digest, _image_samples(job, store, records, targets, rejects), rejects)
+
+
+def write_dna_shard(job: ShardJob, sequences: Sequence[str], counts: Sequence[int]) -> ShardResult:
+    """Write (or verify and reuse) one DNA-only shard of unique barcodes with their record counts."""
+    digest = hashlib.sha256("\n".join(f"{s}\t{c}" for s, c in zip(sequences, counts, strict=True)).encode()).hexdigest()
+    reused = _reuse(job, digest)
+    if reused is not None:
+        return reused
+    samples = (dna_sample(seq, count) for seq, count in zip(sequences, counts, strict=True))
+    return _commit(job, digest, samples, [])
