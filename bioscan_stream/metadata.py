@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -348,8 +349,11 @@ def read_metadata(
     return pa.Table.from_batches(list(batches), schema=schema)
 
 
-def _conform(table: pa.Table, schema: pa.Schema, what: str) -> pa.Table:
-    """`table` with exactly `schema`'s columns in order: missing -> null, "" -> null, exact casts."""
+def _conform(table: pa.Table, schema: pa.Schema, what: str, *, first_row: int = 0) -> pa.Table:
+    """`table` with exactly `schema`'s columns in order: missing -> null, "" -> null, exact casts.
+
+    `first_row` is the table's first row in a larger one, for error messages about a slice.
+    """
     extra = [c for c in table.column_names if c not in schema.names]
     if extra:
         raise ValueError(f"{what}: unexpected column(s) {extra}; allowed: {', '.join(schema.names)}")
@@ -365,34 +369,146 @@ def _conform(table: pa.Table, schema: pa.Schema, what: str) -> pa.Table:
             if pc.any(empty).as_py():  # copy the column only when it holds "" (missing, as in the release)
                 column = pc.if_else(empty, pa.scalar(None, pa.string()), column)
         elif pa.types.is_integer(field.type) and pa.types.is_floating(column.type):
-            column = _exact_int64(column, field.name, what)
+            column = _exact_int64(column, field.name, what, first_row=first_row, table=table)
         arrays.append(column.cast(field.type))
     return pa.table(arrays, schema=schema)
 
 
-def _write_delimited(table: pa.Table, out: IO[str], *, delimiter: str) -> None:
-    """Write like the release (pandas `to_csv` style): quote only when needed, floats as `repr`, null = empty."""
-    writer = csv.writer(out, delimiter=delimiter, lineterminator="\n")
-    writer.writerow(table.column_names)
-    for batch in table.to_batches(max_chunksize=_BATCH_ROWS):
-        writer.writerows(zip(*(column.to_pylist() for column in batch.columns), strict=True))
+def _conformed_slices(table: pa.Table, schema: pa.Schema, what: str) -> Iterator[pa.Table]:
+    """`_conform` slice by slice (at least one slice, so an empty table is still checked): bounded memory."""
+    for start in range(0, max(table.num_rows, 1), _BATCH_ROWS):
+        yield _conform(table.slice(start, _BATCH_ROWS), schema, what, first_row=start)
 
 
-def _write_jsonld(table: pa.Table, out: IO[str]) -> None:
-    """A JSON array of flat records, one per line, null for missing."""
-    out.write("[")
-    sep = "\n"
-    for batch in table.to_batches(max_chunksize=_BATCH_ROWS):
-        for record in batch.to_pylist():
-            out.write(sep + json.dumps(record, ensure_ascii=False))
-            sep = ",\n"
-    out.write("\n]\n")
+def _replace_rows(text: pa.Array, mask: pa.Array, values: pa.Array, fmt: Any) -> pa.Array:
+    """`text` with the rows under `mask` replaced by `fmt(value)` (the rare rows Arrow cannot format)."""
+    mask = pc.fill_null(mask, False)
+    if not pc.any(mask).as_py():
+        return text
+    odd = values.filter(mask).to_pylist()
+    return pc.replace_with_mask(text, mask, pa.array([fmt(v) for v in odd], pa.string()))
 
 
-def _write_csv(table: pa.Table, path: str | os.PathLike[str]) -> Path:
-    """Atomically write an already conformed table as a release-style CSV."""
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out:
-        _write_delimited(table, out, delimiter=",")
+def _float_text(values: pa.Array, *, json_style: bool) -> pa.Array:
+    """float64 as Python writes it (`repr`; in JSON also NaN/Infinity), vectorised; null stays null.
+
+    Arrow's shortest round-trip digits equal `repr`'s; only the notation differs: Arrow drops `.0` from
+    integral values and switches between positional and exponent form at other magnitudes than Python
+    (1e-4, 1e16). Values in [1e-4, 1e10) and 0 are fixed up in Arrow; the few others go through Python.
+    """
+    text = pc.cast(values, pa.string())
+    magnitude = pc.abs(values)
+    plain = pc.and_(
+        pc.is_finite(values),
+        pc.or_(pc.equal(values, 0.0), pc.and_(pc.greater_equal(magnitude, 1e-4), pc.less(magnitude, 1e10))),
+    )
+    integral = pc.fill_null(pc.and_(plain, pc.equal(values, pc.floor(values))), False)
+    text = pc.if_else(integral, pc.binary_join_element_wise(text, ".0", ""), text)
+    return _replace_rows(text, pc.invert(plain), values, json.dumps if json_style else repr)
+
+
+def _may_hold(values: pa.Array, chars: bytes, *, control: bool = False) -> bool:
+    """Whether any string may hold one of `chars` (or, with `control`, a byte below 0x20), from the data buffer
+    without a copy: chars below the smallest byte cannot occur, so barcodes (letters and `-`) cost one numpy
+    `min`; lets clean columns skip the regex."""
+    data = np.frombuffer(_text_bytes(values), dtype=np.uint8)
+    if not len(data):
+        return False
+    low = int(data.min())
+    return (control and low < 0x20) or any(bool((data == c).any()) for c in chars if c >= low)
+
+
+def _csv_text(values: pa.Array, delimiter: str) -> pa.Array:
+    """Strings quoted like `csv.writer` (QUOTE_MINIMAL, lineterminator "\\n"): only with the delimiter, `"`
+    or a newline inside (a bare carriage return is not quoted), quotes doubled."""
+    if not _may_hold(values, f'{delimiter}"\n'.encode()):
+        return values
+    needs = pc.fill_null(pc.match_substring_regex(values, f'[{delimiter}"\\n]'), False)  # "," or tab
+    quoted = pc.binary_join_element_wise('"', pc.replace_substring(values, '"', '""'), '"', "")
+    return pc.if_else(needs, quoted, values)
+
+
+def _json_text(values: pa.Array, prefix: str, suffix: str) -> pa.Array:
+    """Strings as `json.dumps(..., ensure_ascii=False)` writes them, between `prefix` and `suffix` (one join);
+    the rare ones that need escapes go through Python."""
+    text = pc.binary_join_element_wise(prefix + '"', values, '"' + suffix, "")
+    if not _may_hold(values, b'"\\', control=True):
+        return text
+    escape = pc.match_substring_regex(values, r'["\\\x00-\x1f]')
+    return _replace_rows(text, escape, values, lambda v: prefix + json.dumps(v, ensure_ascii=False) + suffix)
+
+
+def _field_text(column: pa.Array, *, csv_delimiter: str | None, prefix: str = "", suffix: str = "") -> pa.Array:
+    """One column as text: CSV fields (`csv_delimiter` given; null = empty) or JSON values (null = `null`), each
+    between `prefix` and `suffix` (a JSON key, the line end), added in the same pass where possible."""
+    if csv_delimiter is None and pa.types.is_string(column.type):
+        text = _json_text(column, prefix, suffix)
+    else:
+        if pa.types.is_floating(column.type):
+            text = _float_text(column, json_style=csv_delimiter is None)
+        elif pa.types.is_integer(column.type):
+            text = pc.cast(column, pa.string())
+        else:
+            text = _csv_text(column, csv_delimiter)  # type: ignore[arg-type]  # not None here
+        if prefix or suffix:
+            text = pc.binary_join_element_wise(prefix, text, suffix, "")
+    return pc.fill_null(text, prefix + ("" if csv_delimiter is not None else "null") + suffix)
+
+
+def _text_bytes(lines: pa.Array) -> memoryview:
+    """The concatenated UTF-8 bytes of a string array's values (no copy; what null slots span, if anything)."""
+    _, offset_buffer, data = lines.buffers()
+    if offset_buffer is None or data is None:
+        return memoryview(b"")
+    offsets = np.frombuffer(offset_buffer, dtype=np.int32)
+    return memoryview(data)[offsets[lines.offset] : offsets[lines.offset + len(lines)]]
+
+
+def _write_delimited(tables: Iterable[pa.Table], out: IO[bytes], *, delimiter: str) -> None:
+    """Write like the release (pandas `to_csv` style): quote only when needed, floats as `repr`, null = empty.
+
+    Byte for byte what `csv.writer(out, delimiter=..., lineterminator="\\n")` writes for the Python values,
+    but each batch is formatted by Arrow compute kernels (one Python call per column, not per field).
+    """
+    header_written = False
+    for table in tables:
+        if not header_written:
+            names = _csv_text(pa.array(table.column_names, pa.string()), delimiter)
+            out.write((delimiter.join(names.to_pylist()) + "\n").encode("utf-8"))
+            header_written = True
+        if table.num_rows == 0:
+            continue
+        last = table.num_columns - 1
+        fields = [
+            _field_text(column.combine_chunks(), csv_delimiter=delimiter, suffix="\n" if i == last else "")
+            for i, column in enumerate(table.columns)
+        ]
+        out.write(_text_bytes(pc.binary_join_element_wise(*fields, delimiter)))
+
+
+def _write_jsonld(tables: Iterable[pa.Table], out: IO[bytes]) -> None:
+    """A JSON array of flat records, one per line, null for missing: what `json.dumps(record,
+    ensure_ascii=False)` per record writes, built per batch by Arrow compute kernels."""
+    out.write(b"[")
+    first = True
+    for table in tables:
+        if table.num_rows == 0:
+            continue
+        fields = []
+        for i, (name, column) in enumerate(zip(table.column_names, table.columns, strict=True)):
+            key = (",\n{" if i == 0 else "") + json.dumps(name, ensure_ascii=False) + ": "  # ",\n" before a record
+            close = "}" if i == table.num_columns - 1 else ""
+            fields.append(_field_text(column.combine_chunks(), csv_delimiter=None, prefix=key, suffix=close))
+        data = _text_bytes(pc.binary_join_element_wise(*fields, ", "))
+        out.write(data[1:] if first else data)  # the first record follows "[\n", not ",\n"
+        first = False
+    out.write(b"\n]\n")
+
+
+def _write_csv(tables: Iterable[pa.Table], path: str | os.PathLike[str]) -> Path:
+    """Atomically write conformed tables (slices of one table) as a release-style CSV."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as out:
+        _write_delimited(tables, out, delimiter=",")
     return Path(path)
 
 
@@ -403,11 +519,10 @@ def write_metadata(table: pa.Table, root: str | os.PathLike[str], *, archive: bo
     With `archive=True` also writes `BIOSCAN_5M_Insect_Dataset_metadata_MultiTypes.zip` holding both,
     as the release ships them. Returns the CSV path.
     """
-    table = _conform(table, METADATA_SCHEMA, "write_metadata")
     root = Path(root)
-    _write_csv(table, root / METADATA_CSV)
-    with atomic_path(root / METADATA_JSONLD) as tmp, open(tmp, "w", encoding="utf-8") as out:
-        _write_jsonld(table, out)
+    _write_csv(_conformed_slices(table, METADATA_SCHEMA, "write_metadata"), root / METADATA_CSV)
+    with atomic_path(root / METADATA_JSONLD) as tmp, open(tmp, "wb") as out:
+        _write_jsonld(_conformed_slices(table, METADATA_SCHEMA, "write_metadata"), out)
     if archive:
         # compresslevel 1: zipping 100k rows took ~2.4 CPU-s vs ~18 at the default level 6 (2026-11-22)
         with (
@@ -424,7 +539,7 @@ def write_metadata_csv(table: pa.Table, path: str | os.PathLike[str]) -> Path:
 
     For tools that rewrite a single table, e.g. `bioscan-stream partition IN.csv OUT.csv`.
     """
-    return _write_csv(_conform(table, METADATA_SCHEMA, "write_metadata_csv"), path)
+    return _write_csv(_conformed_slices(table, METADATA_SCHEMA, "write_metadata_csv"), path)
 
 
 def read_bbox(path: str | os.PathLike[str]) -> pa.Table:
@@ -457,8 +572,7 @@ def read_bbox(path: str | os.PathLike[str]) -> pa.Table:
 
 def write_bbox(table: pa.Table, root: str | os.PathLike[str]) -> Path:
     """Write the bounding-box TSV (columns `BBOX_COLUMNS`) under `root`, atomically; returns its path."""
-    table = _conform(table, BBOX_SCHEMA, "write_bbox")
     target = Path(root) / BBOX_RELPATH
-    with atomic_path(target) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out:
-        _write_delimited(table, out, delimiter="\t")
+    with atomic_path(target) as tmp, open(tmp, "wb") as out:
+        _write_delimited(_conformed_slices(table, BBOX_SCHEMA, "write_bbox"), out, delimiter="\t")
     return target

@@ -309,7 +309,7 @@ def _lineage(record: Mapping[str, object]) -> list[str]:
     return lineage
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=16384)
 def _lineage_point(lineage: tuple[str, ...]) -> tuple[str, np.ndarray, int]:
     """(body plan, point in parameter space, default pattern kind) of a lineage: deterministic in the names,
     so cached per process (a run draws many specimens of the same taxa)."""

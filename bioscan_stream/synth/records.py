@@ -31,12 +31,16 @@ from bioscan_stream.synth.barcodes import BarcodeModel, add_noise, assign_bins, 
 from bioscan_stream.synth.geography import MISSING_PROVINCE, Sites, build_sites
 from bioscan_stream.synth.taxonomy import Taxonomy, build_taxonomy
 
-__all__ = ["World", "build_world", "record_table", "BOX_COLUMNS"]
+__all__ = ["World", "build_world", "record_table", "true_taxonomy", "BOX_COLUMNS", "TRUE_RANKS", "TRUE_COLUMNS"]
 
 #: Share of records labelled down to exactly each depth (0 = phylum only .. 6 = species), Table 2.
 DEPTH_SHARE = (0.001, 0.002, 0.039, 0.672, 0.048, 0.146, 0.092)
 #: Extra columns (beyond the 23) that carry the true box on the 1024x768 original.
 BOX_COLUMNS: tuple[str, ...] = ("width_original", "height_original", "x0", "y0", "x1", "y1")
+#: Ranks whose true names (before label masking) the images are drawn from.
+TRUE_RANKS: tuple[str, ...] = ("order", "family", "genus", "species")
+#: Side columns of the spooled release that carry them (never written to the metadata CSV / JSON-LD).
+TRUE_COLUMNS: tuple[str, ...] = tuple(f"true_{rank}" for rank in TRUE_RANKS)
 _HAPLOTYPE_RATE = 0.6  #: chance that a further record of a species starts a new haplotype (~2 per barcode)
 _INFERRED_RATE = 0.05  #: records (not first of their barcode) whose deeper labels were inferred
 _BIOSCAN_1M_SHARE = 0.224  #: insect records that were in BIOSCAN-1M (1,128,313 of 5,038,818)
@@ -263,10 +267,9 @@ def _barcodes(world: World, haps: np.ndarray) -> pa.Array:
     return strings.take(pa.array(inverse))
 
 
-def _labels(world: World, rec_species: np.ndarray, depth: np.ndarray) -> dict[str, pa.Array]:
-    """The 7 rank columns and `taxon` (the deepest label) for records of the given species and depths."""
-    tax = world.tax
-    names = (
+def _rank_names(tax: Taxonomy) -> tuple[list[str], ...]:
+    """Names per rank, in `RANKS` order (phylum .. species)."""
+    return (
         ["Arthropoda"],
         tax.class_names,
         tax.order_names,
@@ -275,7 +278,12 @@ def _labels(world: World, rec_species: np.ndarray, depth: np.ndarray) -> dict[st
         tax.genus_names,
         tax.species_names,
     )
-    path = tax.species_path()
+
+
+def _labels(world: World, rec_species: np.ndarray, depth: np.ndarray) -> dict[str, pa.Array]:
+    """The 7 rank columns and `taxon` (the deepest label) for records of the given species and depths."""
+    names = _rank_names(world.tax)
+    path = world.tax.species_path()
     index = [np.zeros(len(rec_species), dtype=np.int64)] + [path[rank][rec_species] for rank in RANKS[1:]]
     columns = {}
     for level, (rank, values) in enumerate(zip(RANKS, names, strict=True)):
@@ -284,6 +292,18 @@ def _labels(world: World, rec_species: np.ndarray, depth: np.ndarray) -> dict[st
     deepest = np.choose(depth, index) + offsets[depth]
     columns["taxon"] = pa.array([v for values in names for v in values]).take(pa.array(deepest))
     return columns
+
+
+def true_taxonomy(world: World, rows: np.ndarray) -> pa.Table:
+    """True order, family, genus and species (`TRUE_RANKS`) of `rows`, before label masking.
+
+    Every specimen belongs to a species even when its record is labelled only to order (91% of records have no
+    species label): the images are drawn from these names, while the metadata keeps the masked labels.
+    """
+    rec_species = world.hap_species[world.rec_hap[rows]]
+    path = world.tax.species_path()
+    names = dict(zip(RANKS, _rank_names(world.tax), strict=True))
+    return pa.table({rank: pa.array(names[rank]).take(pa.array(path[rank][rec_species])) for rank in TRUE_RANKS})
 
 
 def _split_and_chunk(processid: pa.Array, splits: np.ndarray | None) -> tuple[pa.Array, pa.Array]:

@@ -5,7 +5,9 @@ the published partition rules (`partition.assign_partitions`) assign the 8 split
 in chunks into a temporary Arrow file that is memory-mapped, so peak memory stays bounded (the world's
 integer arrays plus one chunk) whatever the sample count. From that table come the metadata CSV and JSON-LD
 (`metadata.write_metadata`), the bounding-box TSV (`metadata.write_bbox`) and, optionally, the images
-(`synth.images.write_images`). Everything depends only on `seed`.
+(`synth.images.write_images`). The images are drawn from each specimen's *true* taxonomy (the side columns
+`true_order` .. `true_species`, see `records.true_taxonomy`), as a real unlabelled insect still looks like its
+species; the metadata keeps the masked labels. Everything depends only on `seed`.
 
 Partitioning sees only the species-labelled records: the others are `pretrain` by the rules, and no barcode
 of an unlabelled record equals (even with leading/trailing N stripped) a labelled record's barcode, because
@@ -27,10 +29,10 @@ from tqdm.auto import tqdm
 from bioscan_stream.constants import BBOX_COLUMNS, COLUMNS, SPLITS
 from bioscan_stream.metadata import write_bbox, write_metadata
 from bioscan_stream.partition import assign_partitions
-from bioscan_stream.synth.images import write_images
-from bioscan_stream.synth.records import World, build_world, record_table
+from bioscan_stream.synth.images import IMAGE_COLUMNS, write_images
+from bioscan_stream.synth.records import TRUE_COLUMNS, TRUE_RANKS, World, build_world, record_table, true_taxonomy
 
-__all__ = ["write_release", "partition_world", "iter_release_tables", "spool_rows"]
+__all__ = ["write_release", "partition_world", "iter_release_tables", "spool_rows", "image_table"]
 
 #: Rows per generated chunk. NOTE: ~90 MB of Arrow per 100k rows (barcodes dominate).
 _CHUNK_ROWS = 100_000
@@ -48,10 +50,20 @@ def partition_world(world: World, *, seed: int = 0) -> np.ndarray:
 
 
 def iter_release_tables(world: World, splits: np.ndarray, *, chunk_rows: int = _CHUNK_ROWS) -> Iterator[pa.Table]:
-    """Yield the release's rows as Arrow tables of `chunk_rows` rows (23 columns plus the true box)."""
+    """Yield the release's rows as Arrow tables of `chunk_rows` rows: 23 columns, the true box, then the true
+    taxonomy as `records.TRUE_COLUMNS`."""
     for start in range(0, world.samples, chunk_rows):
         rows = np.arange(start, min(start + chunk_rows, world.samples))
-        yield record_table(world, rows, splits[rows])
+        table = record_table(world, rows, splits[rows])
+        for name, column in zip(TRUE_COLUMNS, true_taxonomy(world, rows).columns, strict=True):
+            table = table.append_column(name, column)
+        yield table
+
+
+def image_table(table: pa.Table) -> pa.Table:
+    """The columns `write_images` reads, with the true taxonomy in place of the masked labels (no copy)."""
+    true = dict(zip(TRUE_RANKS, TRUE_COLUMNS, strict=True))
+    return pa.table({c: table[true.get(c, c)] for c in IMAGE_COLUMNS})
 
 
 def spool_rows(world: World, splits: np.ndarray, directory: Path) -> pa.Table:
@@ -84,8 +96,9 @@ def write_release(
     """Write a synthetic release of `samples` records under `root`; returns its table (memory-mapped).
 
     Writes `bioscan5m/metadata/csv/...csv`, the JSON-LD twin, `bioscan5m/metadata/BIOSCAN_5M_Insect_bbox.tsv`
-    and, when `images`, the image `packages` as a tree (or the official zips with `zip=True`). The returned
-    table has the 23 metadata columns plus `width_original`, `height_original`, `x0`, `y0`, `x1`, `y1`.
+    and, when `images`, the image `packages` as a tree (or the official zips with `zip=True`), rendered from the
+    true taxonomy. The returned table has the 23 metadata columns plus `width_original`, `height_original`,
+    `x0`, `y0`, `x1`, `y1` and the true names `true_order`, `true_family`, `true_genus`, `true_species`.
     Deterministic for a seed; rerunning overwrites atomically.
     """
     root = Path(root)
@@ -95,5 +108,5 @@ def write_release(
     write_metadata(table.select(list(COLUMNS)), root)
     write_bbox(table.select(list(BBOX_COLUMNS)), root)
     if images:
-        write_images(root, table, packages=packages, zip=zip, workers=workers, seed=seed)
+        write_images(root, image_table(table), packages=packages, zip=zip, workers=workers, seed=seed)
     return table

@@ -230,9 +230,7 @@ def _feelers(app: Appearance, axis: dict[str, float], rng: np.random.Generator) 
                 [side * angle, side * (angle + rng.normal(0, 0.3))],
                 [app["ant_l"] * axis["reach"] * 0.5] * 2,
             )
-            parts.append(
-                Primitive(points, leg_rgb, width=app["leg_w"] * 0.7 * (0.7 + 0.3 * axis["thick"]), limb=True)
-            )
+            parts.append(Primitive(points, leg_rgb, width=app["leg_w"] * 0.7 * (0.7 + 0.3 * axis["thick"]), limb=True))
         if app["tail_l"] > 0.05:
             angle = np.pi - rng.uniform(0.1, 0.4)
             points = _polyline(
@@ -400,6 +398,12 @@ def _pixel_width(width: float, scale: float) -> int:
     return max(1, round(width * scale))
 
 
+def _coordinate_lists(points: np.ndarray, bounds: np.ndarray) -> list[list[float]]:
+    """Flat [x0, y0, x1, y1, ...] lists of each primitive (what `ImageDraw` takes), converted in one pass."""
+    coords, cuts = points.ravel().tolist(), (2 * bounds).tolist()
+    return [coords[start:stop] for start, stop in zip(cuts[:-1], cuts[1:], strict=True)]
+
+
 def _raster_area(points: np.ndarray, widths: np.ndarray, bounds: np.ndarray, *, max_side: int = 128) -> float:
     """Pixel count of the primitives (original pixel `points`, pixel `widths`, 0 = polygon), rasterised at
     most `max_side` pixels wide and scaled back."""
@@ -408,10 +412,7 @@ def _raster_area(points: np.ndarray, widths: np.ndarray, bounds: np.ndarray, *, 
     q = min(1.0, max_side / float(extent.max()))
     mask = Image.new("L", (int(extent[0] * q) + 2, int(extent[1] * q) + 2))
     draw = ImageDraw.Draw(mask)
-    coords = ((points - low) * q).ravel().tolist()  # one conversion; primitive i is coords[2 * bounds[i]:...]
-    cuts = (2 * bounds).tolist()
-    for width, start, stop in zip(widths.tolist(), cuts[:-1], cuts[1:], strict=True):
-        xy = coords[start:stop]
+    for width, xy in zip(widths.tolist(), _coordinate_lists((points - low) * q, bounds), strict=True):
         if width:
             draw.line(xy, fill=255, width=_pixel_width(width, q), joint="curve")
         else:
@@ -509,23 +510,22 @@ def _texture(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     return tile[np.ix_(ys, xs)]
 
 
-def _region(points: list[np.ndarray], pad: int, size: tuple[int, int]) -> tuple[int, int, int, int] | None:
-    """Pixel bounds of the organism on the output, clipped to it; None when it lies outside."""
-    stack = np.vstack(points)
-    x0, y0 = np.floor(stack.min(axis=0)).astype(int) - pad
-    x1, y1 = np.ceil(stack.max(axis=0)).astype(int) + pad
+def _region(points: np.ndarray, pad: int, size: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """Pixel bounds of the organism (all its points) on the output, clipped to it; None when it lies outside."""
+    x0, y0 = np.floor(points.min(axis=0)).astype(int) - pad
+    x1, y1 = np.ceil(points.max(axis=0)).astype(int) + pad
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, size[0]), min(y1, size[1])
     return (int(x0), int(y0), int(x1), int(y1)) if x1 > x0 and y1 > y0 else None
 
 
 def _paint(
-    drawn: Image.Image, prims: list[Primitive], points: list[np.ndarray], scale: float
+    drawn: Image.Image, prims: list[Primitive], coordinates: list[list[float]], scale: float
 ) -> tuple[Image.Image, Image.Image]:
-    """Draw the primitives (blending) onto `drawn`; return the organism mask and the opaque-body mask."""
+    """Draw the primitives (blending; flat pixel `coordinates` each) onto `drawn`; return the organism mask
+    and the opaque-body mask."""
     mask, body = Image.new("L", drawn.size), Image.new("L", drawn.size)
     pen, mask_pen, body_pen = ImageDraw.Draw(drawn, "RGBA"), ImageDraw.Draw(mask), ImageDraw.Draw(body)
-    for prim, pts in zip(prims, points, strict=True):
-        xy = pts.ravel().tolist()
+    for prim, xy in zip(prims, coordinates, strict=True):
         if prim.width:
             width = _pixel_width(prim.width, scale)
             pen.line(xy, fill=prim.rgba, width=width, joint="curve")
@@ -549,13 +549,12 @@ def draw_organism(image: Image.Image, organism: Organism, viewport: Viewport, *,
     scale = float(np.mean(viewport.scale)) * organism.placement.width_scale
     bounds = np.cumsum([0] + [len(p.points) for p in organism.prims])
     stacked = viewport.to_pixels(organism.placement.apply(np.vstack([p.points for p in organism.prims])))
-    points = [stacked[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    region = _region(points, 6 + max(_pixel_width(p.width, scale) for p in organism.prims), image.size)
+    region = _region(stacked, 6 + max(_pixel_width(p.width, scale) for p in organism.prims), image.size)
     if region is None:
         return
     background = image.crop(region)
     drawn = background.copy()
-    mask, body = _paint(drawn, organism.prims, [p - region[:2] for p in points], scale)
+    mask, body = _paint(drawn, organism.prims, _coordinate_lists(stacked - region[:2], bounds), scale)
     radius = max(1.0, 0.03 * float(np.hypot(*drawn.size)))
     shade = _SHADE[np.asarray(body.filter(ImageFilter.BoxBlur(radius)))]
     grain = organism.appearance["texture"] * _texture(drawn.size, stable_rng("texture", seed))

@@ -1,15 +1,21 @@
-"""write_release end to end: official layout, determinism, images through synth.images, the job."""
+"""write_release end to end: official layout, determinism, images from the true taxonomy, the job."""
 
 from __future__ import annotations
 
+from itertools import combinations
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
+from test_specimen import _histogram  # the colour feature of the renderer's own tests (tests/synth)
 
-from bioscan_stream.constants import METADATA_CSV, METADATA_JSONLD
+from bioscan_stream.constants import COLUMNS, METADATA_CSV, METADATA_JSONLD
 from bioscan_stream.layout import image_relpath
 from bioscan_stream.metadata import BBOX_RELPATH, read_bbox, read_metadata
-from bioscan_stream.synth.release import write_release
+from bioscan_stream.synth import release
+from bioscan_stream.synth.release import image_table, write_release
 from jobs.synth_release import main
 
 
@@ -51,3 +57,39 @@ def test_job_rejects_bad_arguments(tmp_path: Path) -> None:
         main([str(tmp_path), "--samples", "0"])
     with pytest.raises(SystemExit):
         main([str(tmp_path), "--packages", "thumbnails"])
+
+
+def test_images_get_the_true_taxonomy_and_the_csv_keeps_the_masked_labels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rendered: list[pa.Table] = []
+    monkeypatch.setattr(release, "write_images", lambda root, table, **_: rendered.append(table))
+    table = write_release(tmp_path / "img", samples=600, seed=4, images=True)
+    write_release(tmp_path / "none", samples=600, seed=4, images=False)
+    assert (tmp_path / "img" / METADATA_CSV).read_bytes() == (tmp_path / "none" / METADATA_CSV).read_bytes()
+    csv = read_metadata(tmp_path / "img")
+    assert csv.column_names == list(COLUMNS)
+    for rank in ("order", "family", "genus", "species"):
+        drawn, true, label = rendered[0][rank], table[f"true_{rank}"], csv[rank]
+        assert drawn.null_count == 0 and drawn.to_pylist() == true.to_pylist()
+        assert label.to_pylist() == table[rank].to_pylist()  # the CSV still has the masked labels
+        labelled = label.is_valid()
+        assert pc.all(pc.equal(label.filter(labelled), true.filter(labelled))).as_py()
+    assert 0.5 < csv["species"].null_count / csv.num_rows < 0.99  # mostly masked, as in the release
+
+
+def test_unlabelled_records_look_like_their_true_genus(release_20k: tuple[Path, pa.Table]) -> None:
+    table = release_20k[1]
+    unlabelled = image_table(table).filter(table["genus"].is_null())
+    by_genus: dict[str, list[dict]] = {}
+    for record in unlabelled.to_pylist():
+        by_genus.setdefault(record["genus"], []).append(record)
+    picked: dict[str, list[dict]] = {}  # the most common genus of unlabelled records in 4 orders
+    for genus, records in sorted(by_genus.items(), key=lambda item: -len(item[1])):
+        if len(picked) < 4 and records[0]["order"] not in {r[0]["order"] for r in picked.values()}:
+            picked[genus] = records[:2]
+    box = {"x0": 250, "y0": 200, "x1": 650, "y1": 500, "image_measurement_value": 0.3 * 400 * 300}  # same size
+    hists = {g: [_histogram(r | box, seed=0) for r in records] for g, records in picked.items()}
+    within = [np.abs(a - b).sum() for a, b in hists.values()]
+    between = [np.abs(a - b).sum() for x, y in combinations(hists, 2) for a in hists[x] for b in hists[y]]
+    assert np.mean(within) < 0.7 * np.mean(between), (np.mean(within), np.mean(between))
