@@ -84,6 +84,9 @@ def run(rows: int, seed: int, out: Path, *, writers: bool = True) -> dict[str, f
         "write_csv_jsonld_s": t_csv_jsonld,
         "write_bbox_s": t_bbox,
         "generate_cpu_s": _CPU["build_world"] + _CPU["partition_world"] + _CPU["spool_rows"],
+        "write_csv_jsonld_cpu_s": _CPU.get("write_metadata", 0.0),
+        "write_bbox_cpu_s": _CPU.get("write_bbox", 0.0),
+        "baseline_pyarrow_csv_cpu_s": _CPU["write_csv"],
         "peak_rss_generate_mib": rss_generate,
         "baseline_pyarrow_csv_s": t_baseline,
     }

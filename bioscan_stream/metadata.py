@@ -441,18 +441,18 @@ def _json_text(values: pa.Array, prefix: str, suffix: str) -> pa.Array:
 def _field_text(column: pa.Array, *, csv_delimiter: str | None, prefix: str = "", suffix: str = "") -> pa.Array:
     """One column as text: CSV fields (`csv_delimiter` given; null = empty) or JSON values (null = `null`), each
     between `prefix` and `suffix` (a JSON key, the line end), added in the same pass where possible."""
-    if csv_delimiter is None and pa.types.is_string(column.type):
-        text = _json_text(column, prefix, suffix)
+    null = prefix + ("" if csv_delimiter is not None else "null") + suffix
+    if pa.types.is_floating(column.type):
+        text = _float_text(column, json_style=csv_delimiter is None)
+    elif pa.types.is_integer(column.type):
+        text = pc.cast(column, pa.string())
+    elif csv_delimiter is not None:
+        text = _csv_text(column, csv_delimiter)
     else:
-        if pa.types.is_floating(column.type):
-            text = _float_text(column, json_style=csv_delimiter is None)
-        elif pa.types.is_integer(column.type):
-            text = pc.cast(column, pa.string())
-        else:
-            text = _csv_text(column, csv_delimiter)  # type: ignore[arg-type]  # not None here
-        if prefix or suffix:
-            text = pc.binary_join_element_wise(prefix, text, suffix, "")
-    return pc.fill_null(text, prefix + ("" if csv_delimiter is not None else "null") + suffix)
+        return pc.fill_null(_json_text(column, prefix, suffix), null)  # quotes and wrapping in one join
+    if prefix or suffix:
+        text = pc.binary_join_element_wise(prefix, text, suffix, "")
+    return pc.fill_null(text, null)
 
 
 def _text_bytes(lines: pa.Array) -> memoryview:

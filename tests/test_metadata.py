@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from bioscan_stream import metadata as md
@@ -272,3 +276,59 @@ def test_bbox_round_trip_and_locations(tmp_path: Path) -> None:
     )
     path.rename(tmp_path / "BIOSCAN_5M_Insect_bbox.tsv")  # where the separate download lands
     assert read_bbox(tmp_path)["x0"].to_pylist() == [100.0, 10.5]
+
+
+def _awkward_table(rows: int, seed: int) -> pa.Table:
+    """Random metadata with every value the writers must format like Python: quotes, delimiters, newlines,
+    escapes, non-ASCII, nulls and "" in text; floats of all magnitudes, integral and signed zero; big ints."""
+    rng = np.random.default_rng(seed)
+    texts = ["a,b", 'q"u"o', "two\nlines", "cr\rhere", "tab\there", "", None, "Åland é", "back\\slash", "ctl\x01"]
+    texts += ["NA", " lead", "🦋", "plain"]
+    floats = rng.standard_normal(rows) * 10.0 ** rng.integers(-12, 18, rows)
+    floats[::5], floats[1::7], floats[2::11] = np.round(floats[::5]), 0.0, -0.0
+    data: dict[str, pa.Array] = {}
+    for field in METADATA_SCHEMA:
+        missing = rng.random(rows) < 0.15
+        if pa.types.is_floating(field.type):
+            data[field.name] = pa.array(rng.permutation(floats), mask=missing)
+        elif pa.types.is_integer(field.type):
+            data[field.name] = pa.array(rng.integers(-(10**15), 10**15, rows), mask=missing)
+        else:
+            data[field.name] = pa.array([texts[i] for i in rng.integers(0, len(texts), rows)], pa.string())
+    data["image_measurement_value"] = pa.array(rng.integers(0, 10**6, rows).astype(float), mask=missing)  # "3.0"
+    return pa.table(data)
+
+
+def _python_csv(table: pa.Table, delimiter: str) -> bytes:
+    """The release format as defined by Python's csv module (what the row-by-row writer produced)."""
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=delimiter, lineterminator="\n")
+    writer.writerow(table.column_names)
+    writer.writerows(zip(*(column.to_pylist() for column in table.columns), strict=True))
+    return out.getvalue().encode("utf-8")
+
+
+def test_writers_write_python_csv_and_json_byte_for_byte(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(md, "_BATCH_ROWS", 64)  # several batches
+    table = _awkward_table(300, seed=7)
+    special = pa.table({"coord-lat": [1e-5, 1e16, 1e10, 9999999999.5, 5e-324, float("nan"), float("inf"), -0.0]})
+    for case in (table, special, table.slice(0, 0)):
+        write_metadata(case, tmp_path)
+        expected = md._conform(case, METADATA_SCHEMA, "test")
+        assert metadata_path(tmp_path).read_bytes() == _python_csv(expected, ",")
+        records = "".join(",\n" + json.dumps(row, ensure_ascii=False) for row in expected.to_pylist())
+        assert (tmp_path / METADATA_JSONLD).read_text(encoding="utf-8") == "[" + records[1:] + "\n]\n"
+    boxes = pa.table({"processid": table["processid"], "x0": table["coord-lon"], "y1": table["inferred_ranks"]})
+    conformed = md._conform(boxes, md.BBOX_SCHEMA, "")
+    assert write_bbox(boxes, tmp_path).read_bytes() == _python_csv(conformed, "\t")
+
+
+def test_written_table_reads_back_equal_from_csv_and_jsonld(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(md, "_BATCH_ROWS", 100)
+    table = _awkward_table(250, seed=3)
+    # a bare "\r" is not quoted (as csv.writer does), so a CSV reader would end the line there
+    no_cr = {c: pc.replace_substring(table[c], "\r", "") if table[c].type == pa.string() else table[c] for c in COLUMNS}
+    table = md._conform(pa.table(no_cr), METADATA_SCHEMA, "test")
+    write_metadata(table, tmp_path)
+    assert read_metadata(metadata_path(tmp_path)).equals(table)
+    assert read_metadata(tmp_path / METADATA_JSONLD).equals(table)
