@@ -367,16 +367,19 @@ class Placement:
         return points @ self.matrix.T + self.offset
 
 
+#: Candidate body angles (5 degree steps over a half turn): the x extent at angle i + 18 is the y extent at i.
+_ANGLES = np.linspace(0, np.pi, 36, endpoint=False)
+_ANGLES_COS, _ANGLES_SIN = np.cos(_ANGLES), np.sin(_ANGLES)
+
+
 def _choose_rotation(points: np.ndarray, aspect: float, rng: np.random.Generator) -> np.ndarray:
     """A rotation (and mirror) whose bounding box has about the target aspect, so the stretch stays mild."""
-    angles = np.linspace(0, np.pi, 36, endpoint=False)
-    xs = points[:, :1] * np.cos(angles) - points[:, 1:] * np.sin(angles)
-    ys = points[:, :1] * np.sin(angles) + points[:, 1:] * np.cos(angles)
-    ratio = (np.ptp(xs, axis=0) + 1e-9) / (np.ptp(ys, axis=0) + 1e-9)
-    error = np.abs(np.log(ratio / aspect)) + rng.uniform(0, 0.2, len(angles))
-    angle = angles[int(np.argmin(error))] + np.pi * rng.integers(2)
-    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    return rotation @ np.diag([1.0, float(rng.choice([-1.0, 1.0]))])
+    xs = points[:, :1] * _ANGLES_COS - points[:, 1:] * _ANGLES_SIN
+    width = xs.max(axis=0) - xs.min(axis=0)
+    ratio = (width + 1e-9) / (np.roll(width, -len(_ANGLES) // 2) + 1e-9)  # height = width a quarter turn on
+    error = np.abs(np.log(ratio / aspect)) + rng.uniform(0, 0.2, len(_ANGLES))
+    angle = _ANGLES[int(np.argmin(error))] + np.pi * rng.integers(2)
+    return _rotation(angle) @ np.diag([1.0, (-1.0, 1.0)[int(rng.integers(2))]])  # = rng.choice([-1.0, 1.0])
 
 
 def _fit(points: np.ndarray, widths: np.ndarray, rotation: np.ndarray, box: tuple[int, int, int, int]) -> Placement:
