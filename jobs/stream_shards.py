@@ -1,0 +1,120 @@
+"""`bioscan-stream stream URL --split S`: stream a shard set through `BioscanStream` and print throughput and a sample.
+
+URL is a shard-set folder or `s3://` prefix (endpoint from the standard AWS variables), a `.tar`, a brace
+pattern or a `pipe:` command. Decoding runs in `--workers` DataLoader processes; the first batch (worker
+start-up, first shard open) is timed separately from the steady state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import os
+import sys
+import time
+from typing import Any
+
+import torch
+
+from bioscan_stream.stream import BioscanStream, CorruptShardError, make_loader
+
+DEFAULT_BATCHES = 50
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_WORKERS = 2
+#: glibc's mallopt parameters and the values that doubled decode-to-numpy throughput here
+#: (environment.md: MALLOC_MMAP_THRESHOLD_=4194304, MALLOC_TRIM_THRESHOLD_=67108864; 2 cores, 2026-11).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MALLOC_SETTINGS = {_M_MMAP_THRESHOLD: 4 * 1024 * 1024, _M_TRIM_THRESHOLD: 64 * 1024 * 1024}
+
+
+def tune_malloc() -> bool:
+    """Apply the MALLOC_* hints to this process (forked DataLoader workers inherit them) and to the
+    environment of processes started later (spawned workers); False off glibc.
+
+    The environment alone would be too late for this process: glibc reads it at process start.
+    """
+    for param, env in ((_M_MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_"), (_M_TRIM_THRESHOLD, "MALLOC_TRIM_THRESHOLD_")):
+        os.environ.setdefault(env, str(_MALLOC_SETTINGS[param]))
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    libc = ctypes.CDLL(name)
+    if not hasattr(libc, "mallopt"):
+        return False
+    return all(libc.mallopt(param, value) == 1 for param, value in _MALLOC_SETTINGS.items())
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bioscan-stream stream", description=__doc__.splitlines()[0])
+    parser.add_argument("url", help="shard-set folder, s3:// prefix, .tar, brace pattern or pipe: command")
+    parser.add_argument("--split", default="train", help="split to read (%(default)s)")
+    parser.add_argument(
+        "--batches", type=int, default=DEFAULT_BATCHES, help="batches to time, 0 = one epoch (%(default)s)"
+    )
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="%(default)s")
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="DataLoader processes (%(default)s)")
+    parser.add_argument("--modalities", default="image,dna", help="comma-separated: image,dna,metadata,count")
+    parser.add_argument("--targets", default="species", help="comma-separated label columns ('' for none)")
+    parser.add_argument("--shuffle-buffer", type=int, default=1000, help="%(default)s")
+    parser.add_argument("--seed", type=int, default=0, help="%(default)s")
+    parser.add_argument("--skip-corrupt", action="store_true", help="skip and count corrupt shards instead of failing")
+    return parser.parse_args(argv)
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(x for x in text.split(",") if x)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        head = value.flatten()[:8].tolist()
+        return f"{tuple(value.shape)} {value.dtype} {head}{' ...' if value.numel() > 8 else ''}"
+    return repr(value)[:100]
+
+
+def _print_sample(batch: dict[str, Any]) -> None:
+    print("first sample:")
+    for name, value in batch.items():
+        item = value[0] if isinstance(value, torch.Tensor | list) and len(value) else value
+        print(f"  {name:<12} {_describe(item)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    tune_malloc()
+    try:
+        dataset = BioscanStream(
+            args.url, args.split, _csv(args.modalities), _csv(args.targets), batch_size=args.batch_size,
+            shuffle_buffer=args.shuffle_buffer, seed=args.seed, on_corrupt="skip" if args.skip_corrupt else "raise",
+        )  # fmt: skip
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        print(f"bioscan-stream stream: {err}", file=sys.stderr)
+        return 1
+    loader = make_loader(dataset, num_workers=args.workers)
+    start = time.perf_counter()
+    samples, first_at, steady = 0, 0.0, 0
+    try:
+        for number, batch in enumerate(loader):
+            if number == 0:
+                first_at = time.perf_counter() - start
+                _print_sample(batch)
+            else:
+                steady += len(batch["__key__"])
+            samples += len(batch["__key__"])
+            if args.batches and number + 1 >= args.batches:
+                break
+    except CorruptShardError as err:
+        print(f"bioscan-stream stream: {err}", file=sys.stderr)
+        return 1
+    total = time.perf_counter() - start
+    rate = steady / max(total - first_at, 1e-9)
+    print(f"{samples:,d} samples in {total:.2f} s (first batch {first_at:.2f} s); steady state {rate:,.0f} samples/s "
+          f"with {args.workers} worker(s), {rate / max(args.workers, 1):,.0f}/s per worker")  # fmt: skip
+    if args.skip_corrupt:
+        print(f"corrupt shards skipped: {sum(loader.corrupt_shards.values())}")  # type: ignore[attr-defined]
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
