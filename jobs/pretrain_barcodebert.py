@@ -1,0 +1,125 @@
+"""`bioscan-stream pretrain-dna`: pretrain BarcodeBERT on the DNA-only shards with Ray Train (DDP).
+
+    python -m jobs.pretrain_barcodebert OUT/dna --output runs/bb844 --model barcodebert_8_4_4 --workers 2
+    ray job submit --working-dir . -- python -m jobs.pretrain_barcodebert s3://bucket/shards/dna --workers 4 --gpu
+
+Rerunning with the same `--output` resumes from its last checkpoint. `--workers 0` runs in-process
+(no Ray). Outputs: checkpoint.pt, metrics.jsonl, loss_curve.png and the Hugging Face folder `model/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from zoo._factory import parse_overrides
+from zoo.tasks.dna_sources import ListSource, SequenceSource, StreamSource
+from zoo.tasks.pretrain_loop import PretrainConfig, train_worker
+
+DEFAULT_MODEL = "barcodebert_8_4_4"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bioscan-stream pretrain-dna", description=__doc__.splitlines()[0])
+    p.add_argument("shards", nargs="?", help="DNA-only shard set (OUT/dna, local or s3://)")
+    p.add_argument("--sequences", help="instead of shards: a text file with one barcode per line")
+    p.add_argument("--output", required=True, help="run folder (resumed when it holds a checkpoint)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="zoo model name, e.g. barcodebert_4_4_4 or 6-6-6")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="architecture override, e.g. --set hidden_size=64 (repeatable)",
+    )
+    p.add_argument("--batch-size", type=int, default=64, help="per worker and micro-step")
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--epochs", type=int, default=35)
+    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (schedule spans them)")
+    p.add_argument("--lr-per-64", type=float, default=1e-4, help="peak lr per 64 samples of total batch")
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--log-every", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="Ray Train workers (0: in-process, no Ray)")
+    p.add_argument("--cpus-per-worker", type=int, default=1)
+    p.add_argument("--gpu", action="store_true", help="one GPU per worker (NCCL, bf16 autocast)")
+    args = p.parse_args(argv)
+    if (args.shards is None) == (args.sequences is None):
+        p.error("give either a shard set or --sequences")
+    return args
+
+
+def _config(args: argparse.Namespace) -> PretrainConfig:
+    return PretrainConfig(
+        output_dir=str(Path(args.output).resolve()),
+        model=args.model,
+        model_overrides=tuple(parse_overrides(args.set).items()),
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        lr_per_64=args.lr_per_64,
+        checkpoint_every=args.checkpoint_every,
+        log_every=args.log_every,
+        seed=args.seed,
+    )
+
+
+def _source(args: argparse.Namespace) -> SequenceSource:
+    """The data source: the stream over DNA shards, or a plain text file (tests, quick experiments)."""
+    if args.sequences:
+        with open(args.sequences) as f:
+            return ListSource(tuple(line.strip() for line in f if line.strip()), seed=args.seed)
+    return StreamSource(args.shards, seed=args.seed)
+
+
+def _ray_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train's per-worker function: the process group exists already; metrics go to `ray.train.report`."""
+    import ray.train
+
+    cfg = PretrainConfig(**loop_config["cfg"])
+    train_worker(cfg, loop_config["source"], report=ray.train.report)
+
+
+def _fit_with_ray(cfg: PretrainConfig, source: SequenceSource, args: argparse.Namespace) -> None:
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    scaling = ScalingConfig(
+        num_workers=args.workers, use_gpu=args.gpu, resources_per_worker={"CPU": args.cpus_per_worker}
+    )
+    trainer = TorchTrainer(
+        _ray_worker,
+        train_loop_config={"cfg": dataclasses.asdict(cfg), "source": source},
+        scaling_config=scaling,
+        torch_config=TorchConfig(backend="nccl" if args.gpu else "gloo"),
+        run_config=RunConfig(name="pretrain_barcodebert", storage_path=str(Path(cfg.output_dir) / "ray")),
+    )
+    started = not ray.is_initialized()
+    try:
+        trainer.fit()
+    finally:
+        if started and ray.is_initialized():
+            ray.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = _config(args)
+    source = _source(args)
+    if args.workers == 0:
+        summary = train_worker(cfg, source)
+        print(json.dumps(summary))
+    else:
+        _fit_with_ray(cfg, source, args)
+        print(json.dumps({"output_dir": cfg.output_dir}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
