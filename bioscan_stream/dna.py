@@ -11,7 +11,8 @@ code used for BIOSCAN-5M (../shared/reference/barcodebert.md):
 
 Why vectorised: the reference tokenizer is pure Python, one sequence at a time. Here each batch is padded
 into one contiguous byte buffer (one `str.join`), viewed as a `(n, max_len)` uint8 matrix without a copy,
-and packed into base-4 ids with a lookup table over *pairs* of bytes (a uint16 view) and k/2 multiply-adds.
+and packed into base-4 ids with lookup tables over *pairs* of bytes (a uint16 view): for k divisible by 4, a
+second table over pairs of 2-mer codes gives whole 4-mers, so k=4 needs two gathers and no arithmetic.
 Invalid characters map to a large negative value, so a k-mer is `[UNK]` exactly when its packed value is
 negative: no separate validity pass.
 """
@@ -62,10 +63,23 @@ def _lookup_table(group: int, k: int, dtype: type[np.signedinteger]) -> np.ndarr
         single[char] = code
     if group == 1:
         return single.astype(dtype)
-    # uint16 little-endian value = first + 256 * second; the first character is the high-order digit.
-    first, second = single[None, :], single[:, None]
-    pair = np.where((first < 0) | (second < 0), bad, first * 4 + second)
-    return pair.reshape(-1).astype(dtype)
+    return _combine(single, single, 4, bad).astype(dtype)
+
+
+def _combine(first: np.ndarray, second: np.ndarray, base: int, bad: int) -> np.ndarray:
+    """Table over little-endian pairs (index = first + 256 * second): first is the high-order digit."""
+    a, b = first[None, :], second[:, None]
+    return np.where((a < 0) | (b < 0), bad, a * base + b).reshape(-1)
+
+
+def _quad_tables(k: int, dtype: type[np.signedinteger]) -> tuple[np.ndarray, np.ndarray]:
+    """Two gathers that turn 4 bytes into one 4-mer code: byte pair -> 2-mer code (uint8, 16 = invalid),
+    then a pair of 2-mer codes -> 4-mer code (invalid -> -4^k)."""
+    pair = _lookup_table(2, 2, np.int64)
+    pair_u8 = np.where(pair < 0, 16, pair).astype(np.uint8)
+    codes = np.full(256, -(4**k), dtype=np.int64)
+    codes[:16] = np.arange(16)
+    return pair_u8, _combine(codes, codes, 16, -(4**k)).astype(dtype)
 
 
 class KmerTokenizer:
@@ -89,8 +103,13 @@ class KmerTokenizer:
         self.k = k
         self.max_len = max_len
         self.num_tokens = max_len // k
-        self._group = 2 if k % 2 == 0 else 1
-        self._table = _lookup_table(self._group, k, _packing_dtype(k, self._group))
+        # Characters per table gather: 4 when k allows it (two gathers, no arithmetic for k=4), else 2 or 1.
+        self._group = 4 if k % 4 == 0 else 2 if k % 2 == 0 else 1
+        dtype = _packing_dtype(k, self._group)
+        if self._group == 4:
+            self._pair_table, self._table = _quad_tables(k, dtype)
+        else:
+            self._table = _lookup_table(self._group, k, dtype)
 
     def __repr__(self) -> str:
         return f"KmerTokenizer(k={self.k}, max_len={self.max_len})"
@@ -159,12 +178,14 @@ class KmerTokenizer:
     def _pack(self, matrix: np.ndarray) -> np.ndarray:
         """Base-4 ids of the k-mers of a `(n, T * k)` uint8 matrix; any invalid byte makes its k-mer `[UNK]`."""
         n, group = matrix.shape[0], self._group
-        units = matrix.view(np.dtype("<u2")) if group == 2 else matrix
+        units = matrix.view(np.dtype("<u2")) if group > 1 else matrix
+        if group == 4:  # byte pairs -> 2-mer codes, whose pairs index the 4-mer table below
+            units = np.take(self._pair_table, units, mode="clip").view(np.dtype("<u2"))
         # NOTE: take(mode="clip") skips the bounds check (every uint8/uint16 is a valid row): 0.38 vs 0.63 us/seq
         # for k=4 on this 2-core box, 2026-11. The table is tiny (<= 512 KiB), so the gather stays in cache.
         codes = np.take(self._table, units, mode="clip").reshape(n, self.num_tokens, self.k // group)
         base = 4**group
-        acc = codes[:, :, 0].copy()
+        acc = np.ascontiguousarray(codes[:, :, 0])  # a copy unless k == group (then codes is ours to reuse)
         for j in range(1, codes.shape[2]):
             acc *= base
             acc += codes[:, :, j]
