@@ -5,7 +5,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DEMO    ?= demo
-SAMPLES ?= 3000
+SAMPLES ?= 10000
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
@@ -36,9 +36,9 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/bioscan-stream synth $(DEMO)/release --samples $(SAMPLES) --seed 0 --packages cropped_256
 	$(BIN)/bioscan-stream stats $(DEMO)/release --out $(DEMO)/stats
-	$(BIN)/bioscan-stream shards $(DEMO)/release $(DEMO)/shards --package cropped_256 --shard-size 4MB
-	$(BIN)/bioscan-stream verify $(DEMO)/shards/cropped_256
-	$(BIN)/bioscan-stream stream $(DEMO)/shards/cropped_256 --split train --batches 20
+	$(BIN)/bioscan-stream shards $(DEMO)/release $(DEMO)/shards --package cropped_256 --shard-size 16MB
+	$(BIN)/bioscan-stream verify $(DEMO)/shards/cropped_256 $(DEMO)/shards/dna
+	$(BIN)/bioscan-stream stream $(DEMO)/shards/cropped_256 --split train --batches 0
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done

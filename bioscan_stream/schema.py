@@ -13,7 +13,8 @@ IMAGE = "jpg"
 DNA = "dna.txt"
 #: All 23 metadata fields of the record as a JSON object (missing = null).
 METADATA = "json"
-#: Integer targets per rank as a JSON object {rank: code}, codes from the shard set's global vocabularies (-1 = missing).
+#: Integer targets per rank as a JSON object {rank: code}; codes from the shard set's global vocabularies
+#: (-1 = missing).
 TARGETS = "targets.json"
 #: DNA-only shards: number of records that carry this (trailing-N-stripped) barcode.
 COUNT = "count.txt"

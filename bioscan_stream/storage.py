@@ -174,7 +174,10 @@ class S3Reader(io.RawIOBase):
 
 
 class _S3Upload(io.BufferedWriter):
-    """Writes to a local temp file and uploads it on close: S3 PUTs are atomic, so readers never see a partial object."""
+    """Writes to a local temp file and uploads it on close.
+
+    S3 PUTs are atomic, so readers never see a partial object.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
