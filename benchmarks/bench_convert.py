@@ -16,31 +16,27 @@ PIL (128 distinct images reused; content does not matter to a byte copier).
 from __future__ import annotations
 
 import argparse
-import datetime
 import io
-import json
 import logging
 import os
-import platform
 import shutil
 import sys
 import tarfile
 import tempfile
 import time
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import ray
+from _results import append_result, machine_info
 from PIL import Image
 
 from bioscan_stream.layout import chunk_for, image_relpath
 from bioscan_stream.metadata import write_metadata
 from bioscan_stream.shards.convert import ConvertConfig, convert_release
 
-RESULTS = Path(__file__).parent / "results" / "convert.jsonl"
 FIGURE = Path(__file__).parent / "figures" / "convert.png"
 PACKAGE = "cropped_256"
 FULL_SAMPLES = 5_150_850
@@ -172,7 +168,6 @@ def measure(samples: int, repeats: int, tmp: str | None) -> dict[str, object]:
         shutil.rmtree(scratch, ignore_errors=True)
     per_worker = {w: samples / s / w for w, s in seconds.items()}
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "samples": samples,
         "image_mb": round(image_mb, 1),
         "raw": _rates(raw, samples, image_mb),
@@ -184,9 +179,7 @@ def measure(samples: int, repeats: int, tmp: str | None) -> dict[str, object]:
         "full_release_hours_per_worker": FULL_SAMPLES / per_worker[1] / 3600,
         "full_release_hours_2_workers": FULL_SAMPLES * seconds[2] / samples / 3600,
         "full_release_hours_raw_by_bytes": FULL_BYTES / (image_mb * 1e6 / raw) / 3600,
-        "machine": {"cpus": os.cpu_count(), "load_1min": os.getloadavg()[0], "python": platform.python_version(),
-                    "ray": version("ray"), "pyarrow": version("pyarrow"), "pillow": version("pillow"),
-                    "machine": platform.machine()},
+        "machine": machine_info(),
     }  # fmt: skip
 
 
@@ -211,9 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     result = measure(args.samples, args.repeats, args.tmp)
     rates = report(result)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS, "a", encoding="utf-8") as out:
-        out.write(json.dumps(result) + "\n")
+    append_result("convert", result)
     plot(rates, FIGURE)
     return 0
 

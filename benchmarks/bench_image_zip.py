@@ -13,11 +13,9 @@ benchmarks/results/image_zip.jsonl.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import pickle
-import platform
 import random
 import subprocess
 import sys
@@ -26,11 +24,10 @@ import time
 import zipfile
 from pathlib import Path
 
-import numpy as np
+from _results import append_result
 
 from bioscan_stream.layout import ImageStore, image_relpath, zip_package_names
 
-RESULTS = Path(__file__).parent / "results" / "image_zip.jsonl"
 PACKAGE = "cropped_256"
 READS = 5000
 
@@ -115,18 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(", ".join(f"{k} {v:.2f}x of zipfile" for k, v in ratios.items()))
     record = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "members": args.members,
         "member_kib": args.member_kib,
         "results": results,
         "ratios": ratios,
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS, "a") as out:
-        out.write(json.dumps(record) + "\n")
+    append_result("image_zip", record)
     return 0
 
 

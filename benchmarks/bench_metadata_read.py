@@ -14,10 +14,8 @@ benchmarks/results/metadata_read.jsonl and draws benchmarks/figures/metadata_rea
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -28,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from _results import append_result
 
 from bioscan_stream.constants import COLUMNS, SPLITS
 from bioscan_stream.metadata import read_metadata
 
-RESULTS = Path(__file__).parent / "results" / "metadata_read.jsonl"
 FIGURES = Path(__file__).parent / "figures"
 FULL_ROWS = 5_150_850
 PROJECTED = ["processid", "split", "chunk", "species"]
@@ -204,20 +202,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['memory_fraction']:.2f}x its memory above imports"
         )
     record = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "rows": rows,
         "csv_bytes": size,
         "results": results,
         "ratios": ratios,
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "pyarrow": pa.__version__,
-        "numpy": np.__version__,
-        "machine": platform.machine(),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS, "a") as out:
-        out.write(json.dumps(record) + "\n")
+    append_result("metadata_read", record)
     plot(results, rows)
     return 0
 

@@ -12,10 +12,6 @@ benchmarks/results/synth_images.jsonl and writes benchmarks/figures/synth_images
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -23,15 +19,14 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
-import PIL
 import pyarrow as pa
+from _results import append_result, machine_info
 
 from bioscan_stream.synth.images import encode_jpeg, render_packages, write_images
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-RESULTS = Path(__file__).parent / "results" / "synth_images.jsonl"
 FIGURE = Path(__file__).parent / "figures" / "synth_images.png"
 ORDERS = ("Diptera", "Hymenoptera", "Coleoptera", "Lepidoptera", "Hemiptera", "Araneae", "Psocodea")
 
@@ -97,7 +92,7 @@ def plot(result: dict, path: Path) -> None:
     ax.set_yscale("log")
     machine = result["machine"]
     ax.set_title(
-        f"synthetic image writing ({machine['cpus']} CPUs, load {machine['load']:.1f}; hatched: from CPU time)"
+        f"synthetic image writing ({machine['cpus']} CPUs, load {machine['load_1min']:.1f}; hatched: from CPU time)"
     )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,7 +120,6 @@ def main(argv: list[str] | None = None) -> int:
     cpu_ms = {"cropped_256": crop_cpu, "cropped_256_steady": crop_cpu_warm, "original_full": full_cpu}
     result = {
         "benchmark": "synth_images",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "samples": args.samples,
         "full_samples": args.full_samples,
         "images_per_s": rates,
@@ -135,8 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             "cropped_256_w2_vs_w1": rates["cropped_256_w2"] / rates["cropped_256_w1"],
             "original_full_w1_vs_encode": rates["original_full_w1"] / rates["encode_full"],
         },
-        "machine": {"cpus": os.cpu_count(), "load": os.getloadavg()[0], "python": platform.python_version(),
-                    "numpy": np.__version__, "pillow": PIL.__version__, "platform": platform.platform()},
+        "machine": machine_info(),
     }  # fmt: skip
     for key, value in rates.items():
         print(f"{key:>18}: {value:8.1f} images/s")
@@ -144,9 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key:>18}: {value:8.1f} CPU ms/image with 1 worker = {1000 / value:.0f} images/s per idle core")
     for key, value in result["ratios"].items():
         print(f"{key:>28}: {value:.3f}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with RESULTS.open("a", encoding="utf-8") as out:
-        out.write(json.dumps(result) + "\n")
+    append_result("synth_images", result)
     plot(result, FIGURE)
     return 0
 

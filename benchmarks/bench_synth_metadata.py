@@ -13,19 +13,15 @@ Appends a JSON line to benchmarks/results/synth_metadata.jsonl.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
 import pyarrow.csv as pacsv
+from _results import append_result
 
 from bioscan_stream.constants import BBOX_COLUMNS, COLUMNS
 from bioscan_stream.metadata import write_bbox, write_metadata
@@ -33,7 +29,6 @@ from bioscan_stream.synth.records import build_world
 from bioscan_stream.synth.release import partition_world, spool_rows
 
 FULL_ROWS = 5_150_850
-RESULTS = Path(__file__).parent / "results" / "synth_metadata.jsonl"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -114,17 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         "extrapolated_full_release_s": round(total * scale, 1),
         "peak_rss_incl_mapped_mib": _peak_rss_mib(),
         "load_average_1min": round(os.getloadavg()[0], 1),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "pyarrow": pa.__version__,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     for key, value in result.items():
         print(f"{key:>30}: {value}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS, "a") as f:
-        f.write(json.dumps(result) + "\n")
+    append_result("synth_metadata", result)
     return 0
 
 

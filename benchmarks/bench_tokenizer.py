@@ -9,21 +9,15 @@ benchmarks/results/tokenizer.jsonl and prints sequences/s and the ratio for k=4 
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import platform
 import random
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
+from _results import append_result
 
 from bioscan_stream.dna import UNK_ID, KmerTokenizer
-
-RESULTS = Path(__file__).parent / "results" / "tokenizer.jsonl"
 
 
 def baseline_encode(seq: str, vocab: dict[str, int], k: int, max_len: int, offset: int = 0) -> tuple:
@@ -95,18 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     record = {
         "benchmark": "tokenizer",
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "num_seqs": args.num_seqs,
         "length": 658,
         "results": rows,
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "machine": platform.machine(),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with RESULTS.open("a") as f:
-        f.write(json.dumps(record) + "\n")
+    append_result("tokenizer", record)
     return 0
 
 
