@@ -98,9 +98,10 @@ class SampleDecoder:
         """Batch-level work: stack images (+ normalise), tokenise all barcodes at once, int64 targets."""
         batch: dict[str, Any] = {KEY: [s[KEY] for s in samples]}
         if "image" in self.modalities:
-            images = stack_images([s["image"] for s in samples])
+            in_worker = get_worker_info() is not None
+            images = stack_images([s["image"] for s in samples], shared=in_worker and not self.normalize)
             if self.normalize and images.dtype == torch.uint8:
-                images = normalize_batch(images, shared=get_worker_info() is not None)
+                images = normalize_batch(images, shared=in_worker)
             batch["image"] = images
         if "dna" in self.modalities:
             batch.update(self._tokenize([s["dna"] for s in samples], batch[KEY], salt))

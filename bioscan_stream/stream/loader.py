@@ -74,7 +74,8 @@ class StreamOptions:
         transform: "auto" (train augmentations on training splits), "train", "eval", or a callable
             JPEG bytes -> tensor (uint8 tensors are normalised per batch).
         image_size: output side of the built-in transforms.
-        normalize: uint8 image batches -> float with the BIOSCAN mean/std.
+        normalize: uint8 image batches -> float with the BIOSCAN mean/std in the worker. False sends uint8
+            (4x fewer bytes); normalise on the GPU: `normalize_batch(images.to(device, non_blocking=True))`.
         tokenizer: DNA tokenizer; None yields barcode strings.
         dna_max_offset: DNA offset augmentation range; None: k-1 on training splits, else 0.
         drop_last: drop a stream's last partial batch (breaks exactly-once; off by default).
