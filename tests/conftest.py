@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
+from helpers_ray import RayHead
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -22,6 +29,22 @@ def shared_fixtures() -> Path:
     if not path.is_dir():
         pytest.skip("../shared/fixtures is absent")
     return path
+
+
+#: Records of the session's synthetic release (all 8 splits need 10-20k, see docs/readme/synthetic.md).
+SYNTH_SAMPLES = 20_000
+
+
+@pytest.fixture(scope="session")
+def release_20k(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pa.Table]:
+    """A metadata-only synthetic 20k release (seed 0, ~8 s), written once per session: its root and table.
+
+    Shared by the synth, zoo and job tests: treat the folder as read-only (link to it to add files).
+    """
+    from bioscan_stream.synth.release import write_release
+
+    root = tmp_path_factory.mktemp("synth20k")
+    return root, write_release(root, samples=SYNTH_SAMPLES, seed=0, images=False)
 
 
 def _free_port() -> int:
@@ -89,3 +112,44 @@ def _no_leftover_processes() -> Iterator[None]:
         time.sleep(0.5)
     alive = [f"{c.pid}:{' '.join(c.cmdline()[:3])}" for c in children if c.is_running()]
     assert not alive, f"tests left processes running: {alive}"
+
+
+@pytest.fixture(scope="session")
+def ray_head() -> Iterator[RayHead]:
+    """`ray start --head --block` on free ports in its own process group, once per session (4-40 s to start here).
+
+    Teardown sends Ctrl-C to the group (`--block` stops its node on it), then SIGKILL if it hangs.
+    """
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    dashboard = _free_port()
+    ports = {
+        "--port": _free_port(), "--dashboard-port": dashboard, "--ray-client-server-port": _free_port(),
+        "--dashboard-agent-listen-port": _free_port(), "--dashboard-agent-grpc-port": _free_port(),
+        "--runtime-env-agent-port": _free_port(), "--metrics-export-port": _free_port(),
+        "--node-manager-port": _free_port(), "--object-manager-port": _free_port(),
+    }  # fmt: skip
+    temp = Path("/tmp") / f"rayt{os.getpid()}"  # short: Ray's socket paths must stay under 107 bytes
+    args = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--num-cpus=2"]
+    args += [f"{k}={v}" for k, v in ports.items()]
+    args += [f"--temp-dir={temp}", "--include-dashboard=true", "--dashboard-host=127.0.0.1"]
+    head = subprocess.Popen(args, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{address}/api/version", timeout=2)
+                break
+            except OSError:
+                assert head.poll() is None, head.stderr.read().decode() if head.stderr else "ray start exited"
+                time.sleep(1)
+        yield RayHead(address, env)
+    finally:
+        os.killpg(head.pid, signal.SIGINT)
+        try:
+            head.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        subprocess.run(["rm", "-rf", str(temp)], check=False)

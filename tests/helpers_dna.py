@@ -1,20 +1,29 @@
 """Helpers of the zoo and DNA job tests (`from helpers_dna import make_barcodes`).
 
-Synthetic barcodes with genus/species structure, tiny model settings, tiny shard sets.
+Synthetic barcodes with genus/species structure, tiny model settings, tiny shard sets, placeholder images
+that let the converter turn a metadata-only synthetic release into shards.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import random
+from collections.abc import Iterable
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+from PIL import Image
+
+from bioscan_stream.layout import image_relpath
 from bioscan_stream.schema import COUNT, DNA, DNA_SPLIT, INDEX_FILE, TARGETS, shard_name
 from bioscan_stream.shards.tarwriter import write_tar
 
 #: A BarcodeBERT small enough for CPU tests: k=4, 2 layers, 2 heads, hidden 32, 120 nucleotides (30 tokens).
 TINY = {"hidden_size": 32, "intermediate_size": 64, "max_len": 120}
 TINY_NAME = "4-2-2"
+PACKAGE = "cropped_256"
 
 Barcodes = list[tuple[str, int, int]]
 
@@ -70,4 +79,23 @@ def write_probe_shards(root: Path, splits: dict[str, Barcodes]) -> Path:
         ]
         for split, rows in splits.items()
     }
-    return write_shard_set(root / "cropped_256", samples)
+    return write_shard_set(root / PACKAGE, samples)
+
+
+def with_stub_images(release: Path, root: Path, table: pa.Table, *, splits: Iterable[str]) -> Path:
+    """`root`: the metadata of `release` (linked, untouched) plus a 1-pixel JPEG per record of `splits`.
+
+    The converter needs the image package to exist; the DNA probes only read `dna.txt` and the targets, so the
+    images' content does not matter (rendering real ones costs ~5 min for 20k records here). Records of other
+    splits have no image: the image shard set rejects them (`missing_image`), the DNA-only set still has them.
+    """
+    (root / "bioscan5m").mkdir(parents=True)
+    (root / "bioscan5m" / "metadata").symlink_to(release / "bioscan5m" / "metadata")
+    jpeg = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(jpeg, format="JPEG")
+    rows = table.filter(pc.is_in(table["split"], value_set=pa.array(list(splits)))).select(["processid", "split"])
+    for row in rows.to_pylist():
+        path = root / image_relpath(row["processid"], row["split"], PACKAGE)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(jpeg.getvalue())
+    return root

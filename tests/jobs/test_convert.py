@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers_ray import RayHead
 from helpers_release import PACKAGE, inject_faults, make_release
 
 from jobs import convert, verify_shards
@@ -21,12 +15,6 @@ from jobs import convert, verify_shards
 REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.ray
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -77,51 +65,11 @@ def test_strict_job_fails_with_a_clear_message(tmp_path: Path, capsys: pytest.Ca
     assert faults["bad_barcode"] in capsys.readouterr().err
 
 
-@pytest.fixture
-def ray_head(tmp_path: Path) -> Iterator[tuple[int, dict[str, str]]]:
-    """`ray start --head --block` on free ports, in its own process group; yields (dashboard port, env)."""
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    dashboard = _free_port()
-    ports = {
-        "--port": _free_port(), "--dashboard-port": dashboard, "--ray-client-server-port": _free_port(),
-        "--dashboard-agent-listen-port": _free_port(), "--dashboard-agent-grpc-port": _free_port(),
-        "--runtime-env-agent-port": _free_port(), "--metrics-export-port": _free_port(),
-        "--node-manager-port": _free_port(), "--object-manager-port": _free_port(),
-    }  # fmt: skip
-    temp = Path("/tmp") / f"rayt{os.getpid()}"  # short: Ray's socket paths must stay under 107 bytes
-    args = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--num-cpus=2"]
-    args += [f"{k}={v}" for k, v in ports.items()]
-    args += [f"--temp-dir={temp}", "--include-dashboard=true", "--dashboard-host=127.0.0.1"]
-    head = subprocess.Popen(args, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{dashboard}/api/version", timeout=2)
-                break
-            except OSError:
-                assert head.poll() is None, head.stderr.read().decode() if head.stderr else "ray start exited"
-                time.sleep(1)
-        yield dashboard, env
-    finally:
-        os.killpg(head.pid, signal.SIGINT)  # `ray start --block` stops its node on Ctrl-C
-        try:
-            head.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
-        subprocess.run(["rm", "-rf", str(temp)], check=False)
-
-
-def test_ray_job_submit_round_trip(ray_head: tuple[int, dict[str, str]], tmp_path: Path) -> None:
-    dashboard, env = ray_head
+def test_ray_job_submit_round_trip(ray_head: RayHead, tmp_path: Path) -> None:
     make_release(tmp_path / "release", samples=24)
     out = tmp_path / "out"
-    submit = [str(Path(sys.executable).parent / "ray"), "job", "submit", f"--address=http://127.0.0.1:{dashboard}"]
-    submit += ["--working-dir", str(REPO), "--", "python", "-m", "jobs.convert", str(tmp_path / "release"), str(out)]
-    submit += ["--splits", "train", "val", "--no-progress"]
-    done = subprocess.run(submit, env=env, cwd=REPO, capture_output=True, text=True, timeout=240)
+    command = ["python", "-m", "jobs.convert", str(tmp_path / "release"), str(out), "--splits", "train", "val"]
+    done = ray_head.submit([*command, "--no-progress"], working_dir=REPO)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "succeeded" in done.stdout
     manifest = json.loads((out / PACKAGE / "index.json").read_text())
