@@ -129,7 +129,7 @@ class BarcodeBert(BertPreTrainedModel):
         return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
     def kmer_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The head alone, `(..., hidden) -> (..., 4^k)`: training applies it to the scored positions only."""
+        """The head alone, `(..., hidden) -> (..., 4^k)` (training fuses it with the loss instead)."""
         return self.classifier(self.dropout(hidden))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:  # type: ignore[override]

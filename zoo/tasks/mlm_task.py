@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bioscan_stream.dna import MASK_ID, N_SPECIAL, KmerTokenizer
 from zoo.models.barcodebert import BarcodeBert
+from zoo.tasks.linear_cross_entropy import linear_cross_entropy
 
 __all__ = ["MASK_PROB", "MlmOutput", "MlmTask", "mask_kmers", "tokenize_for_training"]
 
@@ -77,12 +77,12 @@ class MlmTask(nn.Module):
         self, ids: torch.Tensor, attention_mask: torch.Tensor, *, generator: torch.Generator | None = None
     ) -> MlmOutput:
         masked_ids, eligible, masked = mask_kmers(ids, mask_prob=self.mask_prob, generator=generator)
-        # The 4^k-way head runs on the scored positions only (padding and N k-mers never need logits).
-        logits = self.model.kmer_logits(self.model.encode(masked_ids, attention_mask)[eligible])
+        # The 4^k-way head runs on the scored positions only (padding and N k-mers never need logits), fused
+        # with the loss so that the (n, 4^k) logits are never materialised whole; a batch without a single
+        # real k-mer (all-N barcodes) contributes a zero loss, not NaN.
+        hidden = self.model.dropout(self.model.encode(masked_ids, attention_mask)[eligible])
         targets = ids[eligible] - N_SPECIAL
-        # A batch without a single real k-mer (all-N barcodes) contributes a zero loss, not NaN.
-        loss = F.cross_entropy(logits.float(), targets) if targets.numel() else logits.sum() * 0.0
-        with torch.no_grad():
-            hits = logits.argmax(dim=-1) == targets
-            correct = int(hits[masked[eligible]].sum())
+        head = self.model.classifier
+        loss, predictions = linear_cross_entropy(hidden, head.weight, head.bias, targets)
+        correct = int((predictions == targets)[masked[eligible]].sum())
         return MlmOutput(loss=loss, correct_masked=correct, n_masked=int(masked.sum()), n_eligible=int(eligible.sum()))
