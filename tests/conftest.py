@@ -31,7 +31,7 @@ def shared_fixtures() -> Path:
     return path
 
 
-#: Records of the session's synthetic release (all 8 splits need 10-20k, see docs/readme/synthetic.md).
+#: Records of the session's synthetic release (all 8 splits need 10-20k, see the README, "The synthetic BIOSCAN-5M release").
 SYNTH_SAMPLES = 20_000
 
 

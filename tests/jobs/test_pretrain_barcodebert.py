@@ -109,7 +109,7 @@ def test_mlm_loss_falls_on_the_synthetic_release(synth_shards: Path, tmp_path: P
 def test_pretraining_on_the_synthetic_release_against_random_init(synth_shards: Path, tmp_path: Path) -> None:
     """300 steps, then the 1-NN genus probe (keys `train`, queries `test_unseen`) against the random-init model.
 
-    Measured (docs/readme/barcodebert.md): the loss falls to ~30% of ln 256, but random init is already at
+    Measured (README, "BarcodeBERT" section): the loss falls to ~30% of ln 256, but random init is already at
     ~83% (mean-pooled random k-mer embeddings act as a k-mer bag, and genus is recoverable from k-mers here);
     the pretrained model must stay in that range, which is far above chance (~0.3%).
     """
