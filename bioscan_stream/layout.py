@@ -16,7 +16,7 @@ import struct
 import zipfile
 import zlib
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -219,9 +219,11 @@ class ImageStore:
         """The image file's bytes, exactly as stored (never re-encoded)."""
         relpath = image_relpath(processid, split, self.package)
         if self.tree is not None:
-            path = self.root / PurePosixPath(relpath)
-            if path.is_file():
-                return path.read_bytes()
+            try:  # open first, no stat and no pathlib: ~30 us of the ~60 us per image here (bench_convert.py)
+                with open(os.path.join(self.root, relpath), "rb", buffering=0) as src:
+                    return src.readall()
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                pass  # not extracted: look in the zips
         row = self.index.find(relpath)
         if row is not None:
             if self._fds is None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import webdataset as wds
 
-from bioscan_stream.shards.tarwriter import write_tar
+from bioscan_stream.shards.tarwriter import _member, write_tar
 
 pytestmark = pytest.mark.quick
 
@@ -51,3 +53,20 @@ def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
 def test_rejects_unsafe_keys(tmp_path: Path, key: str) -> None:
     with pytest.raises(ValueError, match="invalid sample key"):
         write_tar(tmp_path / "x.tar", [{"__key__": key, "jpg": b"x"}])
+
+
+def test_members_across_write_blocks_match_tarfile(tmp_path: Path) -> None:
+    """Output is buffered in ~1 MiB blocks: members straddling and exceeding a block are written as tarfile does."""
+    rng = np.random.default_rng(0)
+    sizes = [300_000] * 7 + [2_500_000, 0, 511, 513]
+    samples = [{"__key__": f"K{i}", "jpg": rng.bytes(size), "json": "{}"} for i, size in enumerate(sizes)]
+    info = write_tar(tmp_path / "ours.tar", samples)
+    with tarfile.open(tmp_path / "ref.tar", "w", format=tarfile.USTAR_FORMAT) as tar:
+        for sample in samples:
+            for ext in ("jpg", "json"):
+                value = sample[ext]
+                payload = value.encode() if isinstance(value, str) else value
+                tar.addfile(_member(f"{sample['__key__']}.{ext}", payload), io.BytesIO(payload))
+    reference = (tmp_path / "ref.tar").read_bytes()
+    assert (tmp_path / "ours.tar").read_bytes() == reference
+    assert (info.bytes, info.sha256) == (len(reference), hashlib.sha256(reference).hexdigest())

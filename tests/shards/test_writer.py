@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import tarfile
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from bioscan_stream.layout import MissingImage
 from bioscan_stream.shards.writer import (
     ShardJob,
     dna_key,
+    image_sample,
     jpeg_problem,
     write_dna_shard,
     write_image_shard,
@@ -70,6 +72,20 @@ def test_image_shard_members_bytes_and_rejects(tmp_path: Path) -> None:
         assert tar.extractfile("P3.jpg").read() == images["P3"]  # type: ignore[union-attr]
         assert json.loads(tar.extractfile("P3.json").read())["coord-lat"] is None  # type: ignore[union-attr]
         assert json.loads(tar.extractfile("P3.targets.json").read()) == {"order": 3, "species": -1}  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"processid": "P0", "species": "NaN sp.", "coord-lat": 1.5, "coord-lon": None},  # "NaN" inside a string
+        {"processid": "P1", "species": "Infinity", "coord-lat": float("-inf"), "coord-lon": float("inf")},
+        {"processid": "P2", "species": "Aus bus", "coord-lat": 1e16, "coord-lon": -0.0, "inferred_ranks": 3},
+    ],
+)
+def test_metadata_json_is_strict_json_of_every_field(record: dict[str, object]) -> None:
+    text = image_sample(record, {}, b"")["json"]
+    expected = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
+    assert text == json.dumps(expected, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def test_strict_raises_naming_the_record(tmp_path: Path) -> None:
