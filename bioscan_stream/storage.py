@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any
 
-from bioscan_stream._atomic import atomic_path
+from bioscan_stream._atomic import atomic_path, staging_path
 
 __all__ = [
     "is_s3",
@@ -173,25 +173,45 @@ class S3Reader(io.RawIOBase):
         super().close()
 
 
-class _S3Upload(io.BufferedWriter):
-    """Writes to a local temp file and uploads it on close.
+class _StagedWriter(io.BufferedWriter):
+    """Writes to a staging file and commits it (rename, or one S3 PUT) on a clean close.
 
-    S3 PUTs are atomic, so readers never see a partial object.
+    Leaving a `with` block by an exception discards the staging file instead, so a failed write never
+    leaves an object or file that looks finished. S3 PUTs are atomic: readers never see a partial object.
     """
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        handle, self._tmp = tempfile.mkstemp(prefix="bioscan-upload-")
-        super().__init__(io.FileIO(handle, "wb"))
+    def __init__(self, staging: str | os.PathLike[str], commit: Callable[[str], None], *, sync: bool) -> None:
+        self._staging, self._commit, self._sync = str(staging), commit, sync
+        super().__init__(io.FileIO(self._staging, "wb"))
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            self._commit = None  # type: ignore[assignment]
+        self.close()
 
     def close(self) -> None:
         if self.closed:
             return
-        super().close()
         try:
-            put_file(self._tmp, self.url)
+            self.flush()
+            if self._sync and self._commit is not None:
+                os.fsync(self.raw.fileno())
+            super().close()
+            if self._commit is not None:
+                self._commit(self._staging)
         finally:
-            os.unlink(self._tmp)
+            Path(self._staging).unlink(missing_ok=True)
+
+
+def _local_writer(path: str) -> _StagedWriter:
+    staging = staging_path(path)
+    return _StagedWriter(staging, lambda tmp: os.replace(tmp, path), sync=True)
+
+
+def _s3_writer(url: str) -> _StagedWriter:
+    handle, staging = tempfile.mkstemp(prefix="bioscan-upload-")
+    os.close(handle)
+    return _StagedWriter(staging, lambda tmp: put_file(tmp, url), sync=False)
 
 
 def open_url(url: str | os.PathLike[str], mode: str = "rb") -> IO[bytes]:
@@ -200,28 +220,10 @@ def open_url(url: str | os.PathLike[str], mode: str = "rb") -> IO[bytes]:
     if mode not in ("rb", "wb"):
         raise ValueError(f"mode must be 'rb' or 'wb', not {mode!r}")
     if is_s3(url):
-        return io.BufferedReader(S3Reader(url), buffer_size=1 << 20) if mode == "rb" else _S3Upload(url)
+        return io.BufferedReader(S3Reader(url), buffer_size=1 << 20) if mode == "rb" else _s3_writer(url)
     if mode == "rb":
         return open(url, "rb")
-    return _AtomicLocalFile(url)
-
-
-class _AtomicLocalFile(io.BufferedWriter):
-    """A local file written under a temporary name and renamed into place on close."""
-
-    def __init__(self, path: str) -> None:
-        self._final = Path(path)
-        self._final.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self._final.with_name(f".{self._final.name}.tmp-{os.getpid()}")
-        super().__init__(io.FileIO(self._tmp, "wb"))
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.flush()
-        os.fsync(self.raw.fileno())
-        super().close()
-        os.replace(self._tmp, self._final)
+    return _local_writer(url)
 
 
 def read_bytes(url: str | os.PathLike[str]) -> bytes:

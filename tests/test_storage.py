@@ -19,6 +19,25 @@ def test_local_atomic_write_and_listing(tmp_path: Path) -> None:
     assert storage.join_url("s3://b/p/", "x", "/y.tar") == "s3://b/p/x/y.tar"
 
 
+
+def test_local_write_interrupted_by_an_error_leaves_nothing(tmp_path: Path) -> None:
+    (tmp_path / "keep.json").write_bytes(b"old")
+    with pytest.raises(RuntimeError), storage.open_url(tmp_path / "keep.json", "wb") as f:
+        f.write(b"partial")
+        raise RuntimeError("killed mid-write")
+    assert (tmp_path / "keep.json").read_bytes() == b"old"  # the old file is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.json"]  # and no staging file is left
+
+
+@pytest.mark.s3
+def test_s3_write_interrupted_by_an_error_uploads_nothing(s3_bucket: str) -> None:
+    url = storage.join_url(s3_bucket, "index.json")
+    with pytest.raises(RuntimeError), storage.open_url(url, "wb") as f:
+        f.write(b"partial")
+        raise RuntimeError("killed mid-write")
+    assert not storage.url_exists(url)
+
+
 @pytest.mark.s3
 def test_s3_write_read_list_exists(s3_bucket: str, tmp_path: Path) -> None:
     url = storage.join_url(s3_bucket, "shards", "train-000000.tar")
