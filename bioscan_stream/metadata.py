@@ -272,6 +272,10 @@ def _iter_jsonld(
 ) -> Iterator[pa.Table]:
     records: list[dict[str, Any]] = []
     text = io.TextIOWrapper(stream, encoding="utf-8-sig")
+
+    def table() -> pa.Table:
+        return pa.table({c: _json_column(c, [r.get(c) for r in records], where) for c in wanted})
+
     for n, obj in enumerate(_json_records(text, where)):
         if not isinstance(obj, dict):
             reject = Reject(None, None, MALFORMED_ROW, f"{where}: record {n} is not a JSON object: {str(obj)[:200]!r}")
@@ -281,10 +285,10 @@ def _iter_jsonld(
         elif splits is None or obj.get("split") in splits:
             records.append(obj)
         if len(records) == _BATCH_ROWS:
-            yield pa.table({c: _json_column(c, [r.get(c) for r in records], where) for c in wanted})
+            yield table()
             records = []
     if records:
-        yield pa.table({c: _json_column(c, [r.get(c) for r in records], where) for c in wanted})
+        yield table()
 
 
 def _rebatch(tables: Iterable[pa.Table], batch_rows: int) -> Iterator[pa.RecordBatch]:
