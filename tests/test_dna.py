@@ -127,6 +127,18 @@ def test_batch_matches_reference_and_single(k: int) -> None:
         assert (single_ids == ids[row]).all() and (single_mask == mask[row]).all()
 
 
+@pytest.mark.parametrize("k", [2, 10, 12, 13, 15])
+def test_pure_acgt_matches_reference_for_long_kmers(k: int) -> None:
+    """Every digit group of the kernel (four at a time, then the rest) is exercised by valid k-mers."""
+    rng = random.Random(100 + k)
+    seqs = ["".join(rng.choice("ACGT") for _ in range(rng.randrange(600, 700))) for _ in range(20)]
+    offsets = [rng.randrange(k) for _ in seqs]
+    ids, mask = KmerTokenizer(k=k).encode_batch(seqs, offsets=offsets)
+    for row, (seq, offset) in enumerate(zip(seqs, offsets, strict=True)):
+        assert (ids[row].tolist(), mask[row].tolist()) == reference_encode(seq, k, offset=offset)
+    assert ids.max() >= 4 ** (k - 1)  # high digits really reach the ids
+
+
 def test_other_max_len() -> None:
     tok = KmerTokenizer(k=4, max_len=10)
     ids, mask = tok.encode("ACGTACGTAC")
