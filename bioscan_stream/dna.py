@@ -75,7 +75,7 @@ def _four_digits(codes: np.ndarray, p: int) -> tuple[int, int]:  # pragma: no co
     return ((word * 0x40100401) >> 24) & 0xFF, word & 0x80808080
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kmer_kernel(k: int) -> Callable[..., None]:
     """The tokenizer kernel compiled for one k (a closure constant, so LLVM unrolls the k-mer loop).
 
