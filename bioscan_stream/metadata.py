@@ -490,6 +490,29 @@ def _write_delimited(tables: Iterable[pa.Table], out: IO[bytes], *, delimiter: s
         out.write(_text_bytes(pc.binary_join_element_wise(*fields, delimiter)))
 
 
+def json_objects(table: pa.Table, *, compact: bool = False, nan_as_null: bool = False) -> pa.Array:
+    """One JSON object per row, keys in column order, null for missing, built by Arrow compute kernels.
+
+    Byte for byte `json.dumps(record, ensure_ascii=False)` of the row's Python values (with `compact`,
+    `separators=(",", ":")`; with `nan_as_null`, NaN and infinities become null: strict JSON). Why kernels:
+    one Python call per column instead of one encoder call per record (~9 us each for the 23 fields).
+    """
+    if table.num_columns == 0:
+        return pa.array(["{}"] * table.num_rows, pa.string())
+    item_sep, key_sep = (",", ":") if compact else (", ", ": ")
+    last = table.num_columns - 1
+    fields = []
+    for i, (name, chunks) in enumerate(zip(table.column_names, table.columns, strict=True)):
+        column = chunks.combine_chunks()
+        if pa.types.is_null(column.type):
+            column = column.cast(pa.string())
+        elif nan_as_null and pa.types.is_floating(column.type):
+            column = pc.if_else(pc.is_finite(column), column, pa.scalar(None, column.type))
+        key = ("{" if i == 0 else "") + json.dumps(name, ensure_ascii=False) + key_sep
+        fields.append(_field_text(column, csv_delimiter=None, prefix=key, suffix="}" if i == last else ""))
+    return pc.binary_join_element_wise(*fields, item_sep)
+
+
 def _write_jsonld(tables: Iterable[pa.Table], out: IO[bytes]) -> None:
     """A JSON array of flat records, one per line, null for missing: what `json.dumps(record,
     ensure_ascii=False)` per record writes, built per batch by Arrow compute kernels."""
@@ -498,12 +521,7 @@ def _write_jsonld(tables: Iterable[pa.Table], out: IO[bytes]) -> None:
     for table in tables:
         if table.num_rows == 0:
             continue
-        fields = []
-        for i, (name, column) in enumerate(zip(table.column_names, table.columns, strict=True)):
-            key = (",\n{" if i == 0 else "") + json.dumps(name, ensure_ascii=False) + ": "  # ",\n" before a record
-            close = "}" if i == table.num_columns - 1 else ""
-            fields.append(_field_text(column.combine_chunks(), csv_delimiter=None, prefix=key, suffix=close))
-        data = _text_bytes(pc.binary_join_element_wise(*fields, ", "))
+        data = _text_bytes(pc.binary_join_element_wise(",\n", json_objects(table), ""))  # ",\n" before a record
         out.write(data[1:] if first else data)  # the first record follows "[\n", not ",\n"
         first = False
     out.write(b"\n]\n")

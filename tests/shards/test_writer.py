@@ -8,6 +8,7 @@ import math
 import tarfile
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from PIL import Image
 
@@ -15,8 +16,8 @@ from bioscan_stream.layout import MissingImage
 from bioscan_stream.shards.writer import (
     ShardJob,
     dna_key,
-    image_sample,
     jpeg_problem,
+    sample_texts,
     write_dna_shard,
     write_image_shard,
 )
@@ -45,8 +46,14 @@ def _job(tmp_path: Path, *, strict: bool = False) -> ShardJob:
     return ShardJob("val/val-000000.tar", str(tmp_path / "val/val-000000.tar"), str(tmp_path / "_j/val-0.json"), strict)
 
 
-def _records(n: int) -> list[dict[str, object]]:
-    return [{"processid": f"P{i}", "split": "val", "dna_barcode": "ACGT", "coord-lat": float("nan")} for i in range(n)]
+def _records(n: int) -> pa.Table:
+    rows = [{"processid": f"P{i}", "split": "val", "dna_barcode": "ACGT", "coord-lat": float("nan")} for i in range(n)]
+    return pa.Table.from_pylist(rows)
+
+
+def _no_targets(n: int) -> pa.Table:
+    """A targets table of `n` rows and no ranks."""
+    return pa.table({"_": pa.nulls(n)}).drop_columns(["_"])
 
 
 def test_jpeg_problem() -> None:
@@ -62,7 +69,7 @@ def test_jpeg_problem() -> None:
 
 def test_image_shard_members_bytes_and_rejects(tmp_path: Path) -> None:
     images = {"P0": _jpeg(1), "P2": _jpeg(2)[:100], "P3": _jpeg(3)}  # P1 missing, P2 truncated
-    targets = [{"order": i, "species": -1} for i in range(4)]
+    targets = pa.table({"order": pa.array(range(4), pa.int64()), "species": pa.array([-1] * 4, pa.int64())})
     result = write_image_shard(_job(tmp_path), _Store(images), _records(4), targets)
     assert result.info.samples == 2 and not result.reused
     assert {(r.processid, r.reason) for r in result.rejects} == {("P1", "missing_image"), ("P2", "unreadable_image")}
@@ -83,29 +90,30 @@ def test_image_shard_members_bytes_and_rejects(tmp_path: Path) -> None:
     ],
 )
 def test_metadata_json_is_strict_json_of_every_field(record: dict[str, object]) -> None:
-    text = image_sample(record, {}, b"")["json"]
+    (text,), (targets,) = sample_texts(pa.Table.from_pylist([record]), _no_targets(1))
+    assert targets == "{}"
     expected = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
     assert text == json.dumps(expected, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def test_strict_raises_naming_the_record(tmp_path: Path) -> None:
     with pytest.raises(InvalidRecordError, match="P1"):
-        write_image_shard(_job(tmp_path, strict=True), _Store({"P0": _jpeg()}), _records(2), [{}, {}])
+        write_image_shard(_job(tmp_path, strict=True), _Store({"P0": _jpeg()}), _records(2), _no_targets(2))
 
 
 def test_reuse_only_when_journal_and_hash_match(tmp_path: Path) -> None:
     job, store = _job(tmp_path), _Store({f"P{i}": _jpeg(i) for i in range(3)})
-    first = write_image_shard(job, store, _records(3), [{}] * 3)
-    again = write_image_shard(job, store, _records(3), [{}] * 3)
+    first = write_image_shard(job, store, _records(3), _no_targets(3))
+    again = write_image_shard(job, store, _records(3), _no_targets(3))
     assert again.reused and again.info == first.info
-    other_plan = write_image_shard(job, store, _records(2), [{}] * 2)
+    other_plan = write_image_shard(job, store, _records(2), _no_targets(2))
     assert not other_plan.reused and other_plan.info.samples == 2
     Path(job.url).write_bytes(b"garbage")
-    rewritten = write_image_shard(job, store, _records(2), [{}] * 2)
+    rewritten = write_image_shard(job, store, _records(2), _no_targets(2))
     assert not rewritten.reused and rewritten.info == other_plan.info
     Path(job.journal_url).write_text("{torn journal")
-    assert not write_image_shard(job, store, _records(2), [{}] * 2).reused
-    assert write_image_shard(job, store, _records(2), [{}] * 2).reused
+    assert not write_image_shard(job, store, _records(2), _no_targets(2)).reused
+    assert write_image_shard(job, store, _records(2), _no_targets(2)).reused
 
 
 def test_dna_shard(tmp_path: Path) -> None:
