@@ -203,9 +203,9 @@ class _StagedWriter(io.BufferedWriter):
             Path(self._staging).unlink(missing_ok=True)
 
 
-def _local_writer(path: str) -> _StagedWriter:
+def _local_writer(path: str, *, durable: bool) -> _StagedWriter:
     staging = staging_path(path)
-    return _StagedWriter(staging, lambda tmp: os.replace(tmp, path), sync=True)
+    return _StagedWriter(staging, lambda tmp: os.replace(tmp, path), sync=durable)
 
 
 def _s3_writer(url: str) -> _StagedWriter:
@@ -214,8 +214,13 @@ def _s3_writer(url: str) -> _StagedWriter:
     return _StagedWriter(staging, lambda tmp: put_file(tmp, url), sync=False)
 
 
-def open_url(url: str | os.PathLike[str], mode: str = "rb") -> IO[bytes]:
-    """Open a local path or s3:// URL for binary reading ("rb") or atomic writing ("wb")."""
+def open_url(url: str | os.PathLike[str], mode: str = "rb", *, durable: bool = True) -> IO[bytes]:
+    """Open a local path or s3:// URL for binary reading ("rb") or atomic writing ("wb").
+
+    A local write is fsynced before its rename unless `durable=False`: for files whose loss or truncation
+    by a power cut is detected and repaired anyway (the conversion journal, checked against its shard's
+    sha256). On ext4 such an fsync also waits for every earlier write of the file system to reach disk.
+    """
     url = str(url)
     if mode not in ("rb", "wb"):
         raise ValueError(f"mode must be 'rb' or 'wb', not {mode!r}")
@@ -223,7 +228,7 @@ def open_url(url: str | os.PathLike[str], mode: str = "rb") -> IO[bytes]:
         return io.BufferedReader(S3Reader(url), buffer_size=1 << 20) if mode == "rb" else _s3_writer(url)
     if mode == "rb":
         return open(url, "rb")
-    return _local_writer(url)
+    return _local_writer(url, durable=durable)
 
 
 def read_bytes(url: str | os.PathLike[str]) -> bytes:

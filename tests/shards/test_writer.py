@@ -113,6 +113,8 @@ def test_reuse_only_when_journal_and_hash_match(tmp_path: Path) -> None:
     assert not rewritten.reused and rewritten.info == other_plan.info
     Path(job.journal_url).write_text("{torn journal")
     assert not write_image_shard(job, store, _records(2), _no_targets(2)).reused
+    Path(job.journal_url).write_bytes(b"")  # what a power cut can leave of a journal that was not fsynced
+    assert not write_image_shard(job, store, _records(2), _no_targets(2)).reused
     assert write_image_shard(job, store, _records(2), _no_targets(2)).reused
 
 
