@@ -39,7 +39,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="shuffle seed (same seed -> byte-identical shards)")
     parser.add_argument("--workers", type=int, default=None, help="concurrent shard tasks (default: all CPUs)")
     parser.add_argument("--strict", action="store_true", help="stop at the first invalid record")
-    parser.add_argument("--no-dna", action="store_true", help="skip the DNA-only pretraining shard set")
+    dna = parser.add_mutually_exclusive_group()
+    dna.add_argument("--no-dna", action="store_true", help="skip the DNA-only pretraining shard set")
+    dna.add_argument("--dna-only", action="store_true", help="only the DNA set; reads no image (metadata suffices)")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
 
@@ -57,12 +59,13 @@ def main(argv: list[str] | None = None) -> int:
         workers=args.workers,
         strict=args.strict,
         dna=not args.no_dna,
+        images=not args.dna_only,
         ray_address=os.environ.get("RAY_ADDRESS") or None,
         progress=not args.no_progress,
     )
     try:
         report = convert_release(config)
-    except (InvalidRecordError, FileNotFoundError) as error:
+    except (InvalidRecordError, FileNotFoundError, ValueError) as error:
         print(f"bioscan-stream shards: {error}", file=sys.stderr)
         return 1
     print(report_summary(report))

@@ -3,8 +3,9 @@
 Flow: read + validate the metadata (rejects: malformed rows, unknown splits, bad barcodes) -> global
 vocabularies -> a seeded plan per split (`plan.py`) -> one Ray task per shard (`writer.py`: read images
 from the extracted tree or the official zips, reject missing/unreadable ones, write the tar) -> the
-DNA-only set of unique pretrain + other_heldout barcodes -> `rejects.jsonl`, `vocab.json` and, last,
-`index.json` (`manifest.py`). Output goes to a local folder or `s3://bucket/prefix`.
+DNA-only set of unique pretrain + other_heldout barcodes (its own `rejects.jsonl` and `index.json`; with
+`images=False` it is the only output, so a metadata-only download suffices) -> `rejects.jsonl`, `vocab.json`
+and, last, `index.json` (`manifest.py`). Output goes to a local folder or `s3://bucket/prefix`.
 
 Ray: an embedded local runtime with `workers` CPUs by default, or the cluster at `ray_address`; a runtime
 that is already initialised (tests, notebooks) is reused and left running. Tasks retry transient I/O
@@ -14,6 +15,7 @@ retried. Reruns resume: finished shards are verified against their journal and s
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -55,7 +57,7 @@ from bioscan_stream.shards.writer import (
     write_dna_shard,
     write_image_shard,
 )
-from bioscan_stream.storage import is_s3, join_url, list_urls
+from bioscan_stream.storage import is_s3, join_url, list_urls, read_bytes
 from bioscan_stream.validate import Reject, RejectsReport, validate_records
 from bioscan_stream.vocab import build_vocabularies, encode_labels, save_vocabularies
 
@@ -88,6 +90,8 @@ class ConvertConfig:
     workers: int | None = None
     strict: bool = False
     dna: bool = True
+    #: False: the DNA-only set alone, from the metadata (no image is read; for a metadata-only download).
+    images: bool = True
     ray_address: str | None = None
     max_retries: int = 3
     progress: bool = True
@@ -98,10 +102,10 @@ class ConvertConfig:
 
 @dataclass(frozen=True)
 class ConvertReport:
-    """What a run produced: the manifests it wrote and how many shards were written or reused."""
+    """What a run produced: the manifests it wrote (None for a set it did not make) and the shard counts."""
 
-    manifest_url: str
-    manifest: dict[str, Any]
+    manifest_url: str | None
+    manifest: dict[str, Any] | None
     dna_manifest_url: str | None
     written: int
     reused: int
@@ -278,16 +282,26 @@ def _dna_task(job: ShardJob, sequences: list[str], counts: list[int]) -> ShardRe
     return write_dna_shard(job, sequences, counts)
 
 
+def _dna_rejects(source: _Source, splits: tuple[str, ...]) -> list[Reject]:
+    """Metadata rejects of the source splits, and those of no known split (a malformed row may be one of them)."""
+    return [r for r in source.rejects if r.split in splits or r.split not in SPLITS]
+
+
 def _dna_manifest(
     config: ConvertConfig, source: _Source, unique: UniqueBarcodes, splits: tuple[str, ...], results: list[ShardResult]
 ) -> dict[str, Any]:
+    """Totals: the set itself, then per source split read = records in the set + rejected (self-contained)."""
     entries = shard_entries(results, [DNA_SPLIT])
-    totals = {
-        "records": unique.records,
-        "samples": entries[DNA_SPLIT]["samples"],
-        "duplicates": unique.duplicates,
-        "empty_after_strip": unique.empty,
+    rejects = _dna_rejects(source, splits)
+    totals: dict[str, Any] = {
+        DNA_SPLIT: {
+            "records": unique.records,
+            "samples": entries[DNA_SPLIT]["samples"],
+            "duplicates": unique.duplicates,
+            "empty_after_strip": unique.empty,
+        }
     }
+    totals |= split_totals({s: source.read[s] for s in splits}, unique.records_per_split, rejects)
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": "dna",
@@ -295,7 +309,8 @@ def _dna_manifest(
         "members": list(DNA_SHARD_MEMBERS),
         "source_splits": list(splits),
         "splits": entries,
-        "totals": {DNA_SPLIT: totals},
+        "totals": totals,
+        "rejects": {"file": REJECTS_FILE, "count": len(rejects)},
         "source": _source_entry(config, source),
         "parameters": {**_parameters(config), "strip_trailing_n": True},
         "versions": library_versions(),
@@ -317,7 +332,9 @@ def _convert_dna(config: ConvertConfig, source: _Source) -> tuple[str, list[Shar
         sequences, counts = [unique.sequences[r] for r in spec.rows], unique.counts[list(spec.rows)].tolist()
         calls.append((task, (_job(config, DNA_PACKAGE, spec), sequences, counts)))
     results = _run(calls, config, "dna shards")
-    url = join_url(config.out, DNA_PACKAGE, INDEX_FILE)
+    base = join_url(config.out, DNA_PACKAGE)
+    put_via_local(RejectsReport(_dna_rejects(source, splits)).write, join_url(base, REJECTS_FILE), REJECTS_FILE)
+    url = join_url(base, INDEX_FILE)
     write_json(url, _dna_manifest(config, source, unique, splits, results))
     return url, results
 
@@ -376,30 +393,43 @@ def convert_release(config: ConvertConfig) -> ConvertReport:
     unknown = [s for s in config.splits if s not in SPLITS]
     if unknown:
         raise ValueError(f"unknown split(s) {unknown}; expected some of {', '.join(SPLITS)}")
+    make_dna = config.dna and any(s in config.splits for s in DNA_SOURCE_SPLITS)
+    if not config.images and not make_dna:
+        raise ValueError(f"nothing to write: images are off and the DNA set needs one of {DNA_SOURCE_SPLITS}")
     start = time.perf_counter()
     _clean_tmp(config)
     source = _load(config)
+    results: list[ShardResult] = []
+    dna_results: list[ShardResult] = []
+    dna_url: str | None = None
     with _ray_runtime(config):
-        results = _convert_images(config, source)
-        dna_url: str | None = None
-        dna_results: list[ShardResult] = []
-        if config.dna and any(s in config.splits for s in DNA_SOURCE_SPLITS):
+        if config.images:
+            results = _convert_images(config, source)
+        if make_dna:
             dna_url, dna_results = _convert_dna(config, source)
-    _remove_stale(config, config.package, results)
+    url: str | None = None
+    manifest: dict[str, Any] | None = None
+    if config.images:
+        _remove_stale(config, config.package, results)
+        url, manifest = _publish_images(config, source, results)
     if dna_url is not None:
         _remove_stale(config, DNA_PACKAGE, dna_results)
-    url, manifest = _publish_images(config, source, results)
     everything = results + dna_results
     reused = sum(r.reused for r in everything)
     return ConvertReport(url, manifest, dna_url, len(everything) - reused, reused, time.perf_counter() - start)
 
 
 def report_summary(report: ConvertReport) -> str:
-    """Terminal lines: per split written / rejected / read, then shards written and reused."""
+    """Terminal lines: per split written / rejected / read, the DNA set, then shards written and reused."""
     lines = [f"{'split':<14}{'written':>10}{'rejected':>10}{'read':>10}"]
-    for split, t in report.manifest["totals"].items():
+    for split, t in (report.manifest or {}).get("totals", {}).items():
         lines.append(f"{split:<14}{t['written']:>10}{t['rejected']:>10}{t['read']:>10}")
-    lines.append(
-        f"shards: {report.written} written, {report.reused} reused, {report.seconds:.1f} s -> {report.manifest_url}"
-    )
+    if report.dna_manifest_url is not None:
+        dna = json.loads(read_bytes(report.dna_manifest_url))["totals"][DNA_SPLIT]
+        lines.append(
+            f"dna set: {dna['samples']} unique barcodes from {dna['records']} records "
+            f"({dna['duplicates']} duplicates merged, {dna['empty_after_strip']} empty) -> {report.dna_manifest_url}"
+        )
+    targets = " and ".join(u for u in (report.manifest_url, report.dna_manifest_url) if u)
+    lines.append(f"shards: {report.written} written, {report.reused} reused, {report.seconds:.1f} s -> {targets}")
     return "\n".join(lines)

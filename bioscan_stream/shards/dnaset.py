@@ -28,6 +28,8 @@ class UniqueBarcodes:
     counts: np.ndarray
     records: int
     empty: int
+    #: Records per source split that went into the set (as a sample, a merged duplicate or an empty one).
+    records_per_split: dict[str, int]
 
     @property
     def duplicates(self) -> int:
@@ -43,9 +45,11 @@ def unique_barcodes(table: pa.Table, *, splits: tuple[str, ...] = DNA_SOURCE_SPL
     counted = pc.value_counts(nonempty)
     values, counts = counted.field("values"), counted.field("counts")
     order = pc.sort_indices(values)
+    per_split = {c["values"]: c["counts"] for c in pc.value_counts(rows["split"]).to_pylist()}
     return UniqueBarcodes(
         sequences=values.take(order).to_pylist(),
         counts=counts.take(order).to_numpy().astype(np.int64),
         records=rows.num_rows,
         empty=rows.num_rows - len(nonempty),
+        records_per_split={split: int(per_split.get(split, 0)) for split in splits},
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -63,6 +64,17 @@ def test_strict_job_fails_with_a_clear_message(tmp_path: Path, capsys: pytest.Ca
     faults = inject_faults(tmp_path / "release")
     assert convert.main([str(tmp_path / "release"), str(tmp_path / "out"), "--strict", "--no-progress"]) == 1
     assert faults["bad_barcode"] in capsys.readouterr().err
+
+
+def test_dna_only_needs_no_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_release(tmp_path / "release", samples=16)
+    shutil.rmtree(tmp_path / "release" / "bioscan5m" / "images")  # a metadata-only download
+    args = [str(tmp_path / "release"), str(tmp_path / "out"), "--dna-only", "--workers", "1", "--no-progress"]
+    assert convert.main(args) == 0
+    assert "dna set:" in capsys.readouterr().out and not (tmp_path / "out" / PACKAGE).exists()
+    assert verify_shards.main([str(tmp_path / "out" / "dna")]) == 0
+    assert convert.main([*args, "--splits", "train"]) == 1
+    assert "nothing to write" in capsys.readouterr().err
 
 
 def test_ray_job_submit_round_trip(ray_head: RayHead, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 import ray
@@ -21,7 +22,7 @@ from helpers_release import PACKAGE, inject_faults, make_release
 from bioscan_stream.constants import COLUMNS
 from bioscan_stream.layout import image_relpath
 from bioscan_stream.metadata import read_metadata, write_metadata
-from bioscan_stream.shards.convert import JOURNAL_DIR, ConvertConfig, ConvertReport, convert_release
+from bioscan_stream.shards.convert import JOURNAL_DIR, ConvertConfig, ConvertReport, convert_release, report_summary
 from bioscan_stream.shards.verify import verify_shards
 from bioscan_stream.storage import list_urls, read_bytes
 from bioscan_stream.validate import InvalidRecordError, RejectsReport
@@ -198,3 +199,40 @@ def test_s3_output(s3_bucket: str, release: Path) -> None:
     assert tars == sorted(listed) and report.written == len(tars)
     again = _convert(release, out, splits=("train", "other_heldout"), task_env=task_env)
     assert again.written == 0 and again.reused == len(tars)
+
+
+def test_dna_only_from_a_metadata_only_release(tmp_path: Path) -> None:
+    import webdataset as wds
+
+    rows = make_release(tmp_path / "full").to_pylist()
+    pretrain = [r for r in rows if r["split"] == "pretrain"]
+    pretrain[0]["dna_barcode"] = "ACGTX" + pretrain[0]["dna_barcode"][5:]
+    rows[1]["split"] = "bogus"
+    root = tmp_path / "metadata-only"
+    write_metadata(pa.Table.from_pylist(rows, schema=read_metadata(tmp_path / "full").schema), root)
+    report = _convert(root, tmp_path / "out", images=False)
+    assert report.manifest is None and report.manifest_url is None and not (tmp_path / "out" / PACKAGE).exists()
+    dna_dir = tmp_path / "out" / "dna"
+    assert verify_shards(str(dna_dir)).ok
+    manifest = json.loads((dna_dir / "index.json").read_text())
+    kept = [r for r in rows if r["split"] in ("pretrain", "other_heldout") and r is not pretrain[0]]
+    expected = {r["dna_barcode"].rstrip("N") for r in kept} - {""}
+    shards = sorted(str(p) for p in dna_dir.glob("pretrain_dna/*.tar"))
+    got = [s["dna.txt"].decode() for s in wds.WebDataset(shards, shardshuffle=False, nodesplitter=wds.single_node_only)]
+    assert sorted(got) == sorted(expected)
+    totals = manifest["totals"]
+    assert totals["pretrain"] == {
+        "read": len(pretrain),
+        "written": len(pretrain) - 1,
+        "rejected": 1,
+        "rejected_by_reason": {"bad_barcode": 1},
+    }
+    assert totals["bogus"]["rejected"] == 1 and totals["pretrain_dna"]["records"] == len(kept)
+    rejects = RejectsReport.read(dna_dir / "rejects.jsonl")
+    assert {(r.processid, r.reason) for r in rejects.rejects} == {
+        (pretrain[0]["processid"], "bad_barcode"),
+        (rows[1]["processid"], "unknown_split"),
+    }
+    assert "dna set:" in report_summary(report)
+    with pytest.raises(ValueError, match="nothing to write"):
+        _convert(root, tmp_path / "out2", images=False, splits=("train",))
