@@ -23,6 +23,7 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 test-all: $(STAMP)
@@ -31,6 +32,7 @@ test-all: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check bioscan_stream zoo jobs tests benchmarks
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 # The main job end to end on the embedded default: a synthetic release -> Ray conversion -> streamed batches.
 demo: $(STAMP)

@@ -60,7 +60,7 @@ def _nucleotide_codes(buf: np.ndarray, codes: np.ndarray) -> None:  # pragma: no
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
-def _four_digits(codes: np.ndarray, p: int) -> tuple[int, int]:  # pragma: no cover - compiled
+def _four_digits(codes: np.ndarray, p: int) -> tuple[np.int64, np.int64]:  # pragma: no cover - compiled
     """The 4-mer value (0..255) of the codes at p..p+3, and their invalid bits (non-zero -> `[UNK]`).
 
     The four bytes are combined into one word (one load after LLVM's load combining); one multiply then

@@ -195,7 +195,7 @@ class _StagedWriter(io.BufferedWriter):
         try:
             self.flush()
             if self._sync and self._commit is not None:
-                os.fsync(self.raw.fileno())
+                os.fsync(self.fileno())
             super().close()
             if self._commit is not None:
                 self._commit(self._staging)
