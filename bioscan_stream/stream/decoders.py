@@ -3,7 +3,9 @@
 A `SampleDecoder` knows the requested modalities and targets, so the reader pulls only those members
 out of the tar (`members`) and nothing else is parsed. Only the schema's members are accepted: JPEG
 bytes, UTF-8 text and JSON; there is no pickle or npy path. Per-sample work is just the image
-transform; DNA tokenisation, target arrays and float normalisation happen once per batch (`collate`).
+transform; DNA tokenisation, target arrays and float normalisation happen once per batch (`collate`),
+which in a DataLoader worker builds the batch in reused shared memory and marks every tensor for the
+cheapest trip to the main process (`sharedbatch`).
 
 DNA offset augmentation (BarcodeBERT: drop the first 0..k-1 nucleotides) draws each sample's offset
 from a hash of `(salt, key)`, so a resumed epoch gives every sample the same offset it would have had.
@@ -24,6 +26,7 @@ from torch.utils.data import get_worker_info
 from bioscan_stream.constants import LABEL_COLUMNS
 from bioscan_stream.dna import KmerTokenizer
 from bioscan_stream.schema import COUNT, DNA, IMAGE, METADATA, TARGETS
+from bioscan_stream.stream import sharedbatch
 from bioscan_stream.stream.transforms import normalize_batch, stack_images
 
 __all__ = ["MODALITIES", "SampleDecoder", "decode_targets"]
@@ -95,11 +98,14 @@ class SampleDecoder:
         return out
 
     def collate(self, samples: Sequence[Mapping[str, Any]], *, salt: str = "") -> dict[str, Any]:
-        """Batch-level work: stack images (+ normalise), tokenise all barcodes at once, int64 targets."""
+        """Batch-level work: stack images (+ normalise), tokenise all barcodes at once, int64 targets.
+
+        In a DataLoader worker the images go into reusable shared memory and every tensor is marked for the
+        cheapest trip to the main process (`sharedbatch.export`)."""
         batch: dict[str, Any] = {KEY: [s[KEY] for s in samples]}
+        in_worker = get_worker_info() is not None
         if "image" in self.modalities:
-            in_worker = get_worker_info() is not None
-            images = stack_images([s["image"] for s in samples], shared=in_worker and not self.normalize)
+            images = stack_images([s["image"] for s in samples], shared=in_worker)
             if self.normalize and images.dtype == torch.uint8:
                 images = normalize_batch(images, shared=in_worker)
             batch["image"] = images
@@ -112,6 +118,8 @@ class SampleDecoder:
         if self.targets:
             table = torch.tensor([s[TARGETS] for s in samples], dtype=torch.int64).reshape(len(samples), -1)
             batch.update({name: table[:, i] for i, name in enumerate(self.targets)})
+        if in_worker:
+            batch.update({k: sharedbatch.export(v) for k, v in batch.items() if isinstance(v, torch.Tensor)})
         return batch
 
     def finish(self, sample: Mapping[str, Any], *, salt: str = "") -> dict[str, Any]:

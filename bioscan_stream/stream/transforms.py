@@ -14,7 +14,8 @@ timm-style: train = random-resized crop + horizontal flip; eval = resize the sho
   Otherwise crop and resize are one Pillow call (`Image.resize(..., box=...)`): only the output pixels
   are resampled, never the whole resized image.
 - per sample the result stays uint8 (4x less to move between processes); `normalize_batch` turns a
-  stacked batch into float with the BIOSCAN mean/std in one vectorised pass.
+  stacked batch into float with the BIOSCAN mean/std in one vectorised pass; in workers both write into
+  reused shared-memory segments (`sharedbatch`).
 
 Pillow-simd, when installed, is picked up transparently (it is the `PIL` module); its resize is ~4.5x
 faster (../shared/reference/environment.md).
@@ -32,6 +33,7 @@ import torch
 from PIL import Image
 
 from bioscan_stream.constants import BIOSCAN_MEAN, BIOSCAN_STD
+from bioscan_stream.stream import sharedbatch
 
 __all__ = ["ImageTransform", "create_transform", "stack_images", "normalize_batch", "decode_rgb"]
 
@@ -133,13 +135,9 @@ def create_transform(*, train: bool, size: int = 224) -> ImageTransform:
 
 
 def _empty(shape: tuple[int, ...], dtype: torch.dtype, *, shared: bool) -> torch.Tensor:
-    """An uninitialised CPU tensor, in a fresh shared-memory segment with `shared` (as torch's `default_collate`
-    does in workers): `Tensor.share_memory_()` on a new tensor would allocate it twice and copy it (64 x 224^2
-    float batch: 73 against 49 ms here, writing it included)."""
-    if not shared:
-        return torch.empty(shape, dtype=dtype)
-    storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
-    return torch.empty(0, dtype=dtype).set_(storage).view(shape)
+    """An uninitialised CPU tensor; with `shared` in one of this process's reusable shared-memory segments
+    (`sharedbatch`: no fresh segment per batch for the DataLoader to send)."""
+    return sharedbatch.empty(shape, dtype) if shared else torch.empty(shape, dtype=dtype)
 
 
 def stack_images(images: list[torch.Tensor], *, shared: bool = False) -> torch.Tensor:
@@ -148,8 +146,8 @@ def stack_images(images: list[torch.Tensor], *, shared: bool = False) -> torch.T
     The built-in transform returns channel-last pixels viewed as CHW. For those, numpy stacks the HWC
     buffers (one memcpy each) and the batch is a channels-last view: 8 ms per batch of 64 at 224 px here,
     against 38 ms for `torch.stack` of the CHW views and 157 ms for `torch.stack` of HWC uint8 (2 cores, 2026-11).
-    `shared=True` (DataLoader workers sending uint8 batches) stacks straight into shared memory, so the
-    batch is not copied again on its way to the main process.
+    `shared=True` (DataLoader workers) stacks into a reused shared-memory segment (`sharedbatch`): no page
+    faults on fresh memory, and a uint8 batch is not copied again on its way to the main process.
     """
     if images[0].dtype == torch.uint8 and images[0].permute(1, 2, 0).is_contiguous():
         out = _empty((len(images), *images[0].permute(1, 2, 0).shape), torch.uint8, shared=shared)
@@ -172,8 +170,8 @@ def normalize_batch(
     Channels-last input (what the stream's collation builds) is computed on its HWC buffer viewed as rows
     of `W * 3` values, with the per-channel constants tiled along a row: contiguous on both sides, 2.7x
     faster than broadcasting over CHW planes and 1.3x faster than over an innermost axis of 3 here.
-    `shared=True` (in DataLoader workers) writes into shared memory, so sending the batch to the main
-    process does not copy it again (torch's `default_collate` does the same).
+    `shared=True` (in DataLoader workers) writes into a reused shared-memory segment (`sharedbatch`), so
+    sending the batch to the main process copies nothing and no fresh 38 MB is faulted in per batch.
     """
     scale = torch.tensor([1 / (255 * s) for s in std], dtype=torch.float32, device=images.device)
     bias = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)], dtype=torch.float32, device=images.device)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from bioscan_stream.stream import sharedbatch
 from bioscan_stream.stream.transforms import ImageTransform, decode_rgb, normalize_batch, stack_images
 
 
@@ -49,7 +50,7 @@ def test_scale_one_eval_is_torchvision_centre_crop() -> None:
 def test_channels_last_normalisation_matches_the_formula_and_shares_memory() -> None:
     images = [ImageTransform(train=True, size=16)(_photo(64, 48)) for _ in range(3)]
     batch = stack_images(images, shared=True)
-    assert batch.shape == (3, 3, 16, 16) and batch.untyped_storage().is_shared()
+    assert batch.shape == (3, 3, 16, 16) and isinstance(sharedbatch.export(batch), sharedbatch.SlotTensor)
     mean, std = (0.1, 0.5, 0.9), (0.2, 0.3, 0.4)
     expected = (batch.float() / 255 - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
     assert torch.allclose(normalize_batch(batch, mean, std), expected, atol=1e-5)
