@@ -5,15 +5,34 @@ module for their sequences and BINs. A real 658-bp COI barcode (CANADA-1.5M reco
 aspera*, via the MIT-licensed BarcodeBERT data) is the root; every node of the tree (class, order, family,
 subfamily, genus, species) copies its parent and substitutes bases under an F81 model with codon-position
 rates (3rd positions ~15x the 2nd) and gamma site heterogeneity, drawing new bases from the real per-position
-composition (3rd positions ~89% A+T). Branch lengths make distances nest: haplotypes of a species differ by
-< 1%, congeneric species by several %, families and orders by 15-25% (saturating, as real COI does).
+composition (3rd positions ~89% A+T), tilted towards A+T or G+C by a bias that drifts down the tree
+(`AT_DRIFT`), so related lineages share a base composition as real ones do. Branch lengths make distances
+nest: haplotypes of a species differ by < 1%, congeneric species by several %, families and orders by 15-25%
+(saturating, as real COI does).
 
 Randomness is counter-based (a splitmix64 hash of seed, level and node id), so any node's sequence can be
 computed on its own, in any order and any chunk: the release streams haplotypes chunk by chunk and only the
 genus-level sequences are held in memory. Haplotype `j` of a species carries a signature of up to three
 substitutions at 3rd positions encoding `j`, so distinct haplotypes are distinct barcodes by construction.
 Then real-world noise: leading `N` runs, internal `N`s and IUPAC letters, trimmed ends (~500 bp) and longer
-reads (up to ~720 bp).
+reads (up to ~720 bp), and a start that varies from read to read (`START_SHIFTS`).
+
+Why the start varies (measured on ../shared/fixtures/real_dna, 5,000 CANADA-1.5M barcodes, 2026-11-22): aligned
+to the root by the best ungapped shift within +-60 bp, only 42% of real reads begin at the root's first base;
+22% begin one base later, 7% ten bases later, and the rest spread over -15..+49 (the table below), and 86% of
+the species show two or more different starts among 5 records. BarcodeBERT tokenises non-overlapping k-mers
+from the first base, so a start shift changes the k-mer frame: with every read starting at the same base (the
+earlier version of this module), a bag of non-overlapping 4-mers (what a mean-pooled random-init BERT
+approximates) found the genus of 72% of unseen species on a 100k release and random init 44-56% (a 300-step
+MLM model: 31%), where on the real fixture random init finds the family of 26.9% of held-out species and
+pretraining helps (40.5%). With the shifts (and the drift below), random init falls to 26-29% and the 4-mer
+bag to 47%.
+
+Why composition drifts (same fixture): the A+T share of a species' barcode varies with its lineage (sd 0.042
+between the 100 species, 0.004 within a species, 0.022 between the 40 Diptera species; order means from 0.56
+to 0.76), while with one stationary composition for the whole tree it varied 4x less (sd 0.010 between species,
+order means 0.63-0.67). With the drift (100k release, seed 0): sd 0.029 between species, 0.019 within Diptera,
+mean 0.70 (real 0.68).
 """
 
 from __future__ import annotations
@@ -29,8 +48,14 @@ from bioscan_stream.synth.taxonomy import Taxonomy
 __all__ = ["CORE_LENGTH", "BarcodeModel", "build_barcode_model", "add_noise", "to_strings", "assign_bins"]
 
 CORE_LENGTH = 658
-#: Widest barcode written (core plus the longest read-through).
-MAX_LENGTH = 720
+#: Start of each read relative to the core's first base (> 0: the first bases are missing, < 0: extra bases
+#: before it) and its frequency per 100 reads: the shifts of the real fixture barcodes (see the module docstring).
+START_SHIFTS = {-15: 1, -9: 1, -6: 3, -2: 1, -1: 5, 0: 42, 1: 22, 3: 1, 8: 2, 9: 1, 10: 7, 13: 4, 16: 1, 25: 2, 37: 2}
+_MAX_LEAD = -min(START_SHIFTS)
+#: End of the longest read-through, in core coordinates.
+_READ_END = 720
+#: Widest barcode written (the longest read-through plus the longest leading extension).
+MAX_LENGTH = _READ_END + _MAX_LEAD
 _ROOT = (
     "AACCCTATATTTTATTTTCGGGGCTTGATCTGGAATAGTGGGTACCTCCCTTAGTATCCTTATTCGTACAGAACTTGGGCACCCCGGAGCCTTAATTGGAGACG"
     "ATCAAATTTATAATGTAATTGTAACAGCTCATGCTTTTGTTATAATTTTTTTTATAGTAATGCCTATTTTGATTGGAGGGTTTGGGAATTGACTAGTACCCCTT"
@@ -56,6 +81,9 @@ BRANCH: dict[str, float] = {
     "species": 0.08,
 }
 _LEVEL_SALT = {name: i + 1 for i, name in enumerate((*BRANCH, "haplotype", "noise"))}
+#: Standard deviation of the step, per tree level (class .. species), of a lineage's A+T log-odds bias: with
+#: 1.5, species' A+T shares spread like the real fixture's within an order (see the module docstring).
+AT_DRIFT = 1.5
 #: 3rd-codon sites that carry the haplotype signature (inside every read: after leading N, before trimming).
 _SIGNATURE_SITES = np.arange(60, 480, 3)[:138].reshape(3, 46)
 _SIGNATURE_BASE = 46
@@ -90,14 +118,18 @@ class BarcodeModel:
     cum_composition: np.ndarray  #: (3, CORE_LENGTH) cumulative A, A+C, A+C+G per site
     genus_seqs: np.ndarray  #: (n_genera, CORE_LENGTH) uint8 codes
     species_genus: np.ndarray
+    genus_bias: np.ndarray  #: A+T log-odds bias of each genus's lineage (substitutions draw with it)
 
     def _salt(self, level: str) -> int:
         return (self.seed * 1_000_003 + _LEVEL_SALT[level]) * 7919
 
     def species(self, ids: np.ndarray) -> np.ndarray:
         """Core sequences (codes 0..3) of the given species, computed on demand."""
-        parent = self.genus_seqs[self.species_genus[ids]]
-        return _remove_stops(_evolve_sparse(parent, ids, self._salt("species"), BRANCH["species"], self))
+        genus = self.species_genus[ids]
+        bias = _drift(self.genus_bias[genus], ids, self._salt("species"))
+        return _remove_stops(
+            _evolve_sparse(self.genus_seqs[genus], ids, self._salt("species"), BRANCH["species"], self, bias=bias)
+        )
 
     def haplotypes(self, species: np.ndarray, local: np.ndarray, species_seqs: np.ndarray) -> np.ndarray:
         """Core haplotype sequences: the species' sequence plus the signature of `local` and 0-3 extra changes.
@@ -135,22 +167,49 @@ def _remove_stops(seqs: np.ndarray) -> np.ndarray:
     return seqs
 
 
-def _evolve(parent: np.ndarray, keys: np.ndarray, salt: int, branch: float, model: BarcodeModel) -> np.ndarray:
-    """F81 substitutions along one branch for each row (blocks of 4096 rows bound the temporaries)."""
+def _drift(parent_bias: np.ndarray, keys: np.ndarray, salt: int) -> np.ndarray:
+    """A+T bias of each child lineage: its parent's plus a normal step of sd `AT_DRIFT`."""
+    u = _uniform(keys, salt + 2, 2)
+    normal = np.sqrt(-2.0 * np.log1p(-u[:, 0])) * np.cos(2.0 * np.pi * u[:, 1])
+    return parent_bias + AT_DRIFT * normal
+
+
+def _draw_bases(v: np.ndarray, cum: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """Bases (codes 0..3) from uniforms `v`, per-site cumulative composition `cum` (3, ...) tilted by `bias`.
+
+    The tilt multiplies the odds of A and T by exp(bias) (broadcast against `v`).
+    """
+    at = np.exp(bias)
+    p_a, p_c, p_g = cum[0], cum[1] - cum[0], cum[2] - cum[1]
+    total = (p_a + 1.0 - cum[2]) * at + p_c + p_g
+    first = p_a * at / total
+    new = (v > first).astype(np.uint8)
+    new += v > first + p_c / total
+    new += v > first + (p_c + p_g) / total
+    return new
+
+
+def _evolve(
+    parent: np.ndarray, keys: np.ndarray, salt: int, branch: float, model: BarcodeModel, *, bias: np.ndarray
+) -> np.ndarray:
+    """F81 substitutions along one branch for each row, new bases tilted by the row's A+T `bias`.
+
+    Blocks of 4096 rows bound the temporaries.
+    """
     out = parent.copy()
     p_change = 1.0 - np.exp(-branch * model.site_rate)
     for start in range(0, len(out), 4096):
         rows = slice(start, start + 4096)
         hit = _uniform(keys[rows], salt, CORE_LENGTH) < p_change
         v = _uniform(keys[rows], salt + 1, CORE_LENGTH)
-        new = (v > model.cum_composition[0]).astype(np.uint8)
-        new += v > model.cum_composition[1]
-        new += v > model.cum_composition[2]
+        new = _draw_bases(v, model.cum_composition, bias[rows, None])
         out[rows] = np.where(hit, new, out[rows])
     return out
 
 
-def _evolve_sparse(parent: np.ndarray, keys: np.ndarray, salt: int, branch: float, model: BarcodeModel) -> np.ndarray:
+def _evolve_sparse(
+    parent: np.ndarray, keys: np.ndarray, salt: int, branch: float, model: BarcodeModel, *, bias: np.ndarray
+) -> np.ndarray:
     """The same substitution process as `_evolve` drawn as events (sites chosen by rate), ~5x cheaper.
 
     Each of `_EVENTS` candidate events happens with probability branch * CORE_LENGTH / _EVENTS (a binomial
@@ -164,8 +223,7 @@ def _evolve_sparse(parent: np.ndarray, keys: np.ndarray, salt: int, branch: floa
         u = _uniform(keys[block], salt, 3 * _EVENTS)
         site = np.minimum(np.searchsorted(cum_rate, u[:, _EVENTS : 2 * _EVENTS]), CORE_LENGTH - 1)
         v = u[:, 2 * _EVENTS :]
-        cum = model.cum_composition
-        new = ((v > cum[0, site]).astype(np.uint8) + (v > cum[1, site]) + (v > cum[2, site])).astype(np.uint8)
+        new = _draw_bases(v, model.cum_composition[:, site], bias[block, None])
         active = u[:, :_EVENTS] < chance
         rows = np.broadcast_to(np.arange(start, start + len(v))[:, None], site.shape)
         out[rows[active], site[active]] = new[active]
@@ -178,9 +236,10 @@ def build_barcode_model(tax: Taxonomy, *, seed: int = 0) -> BarcodeModel:
     codon = np.arange(CORE_LENGTH) % 3
     rate = _CODON_RATE[codon] * rng.gamma(0.6, 1 / 0.6, size=CORE_LENGTH)
     cum = np.cumsum(_COMPOSITION[codon], axis=1)[:, :3].T.copy()
-    model = BarcodeModel(seed, rate / rate.mean(), cum, np.empty((0, CORE_LENGTH), np.uint8), tax.species_genus)
+    none = np.empty((0, CORE_LENGTH), np.uint8)
+    model = BarcodeModel(seed, rate / rate.mean(), cum, none, tax.species_genus, np.zeros(0))
     root = np.searchsorted(np.frombuffer(b"ACGT", np.uint8), np.frombuffer(_ROOT.encode(), np.uint8))
-    seqs = root.astype(np.uint8)[None, :]
+    seqs, bias = root.astype(np.uint8)[None, :], np.zeros(1)
     parents = {
         "class": np.zeros(len(tax.class_names), dtype=np.int64),
         "order": tax.order_class,
@@ -190,15 +249,17 @@ def build_barcode_model(tax: Taxonomy, *, seed: int = 0) -> BarcodeModel:
     }
     for level, parent in parents.items():
         keys = np.arange(len(parent), dtype=np.int64)
-        seqs = _evolve(seqs[parent], keys, model._salt(level), BRANCH[level], model)
-    return BarcodeModel(seed, model.site_rate, cum, seqs, tax.species_genus)
+        bias = _drift(bias[parent], keys, model._salt(level))
+        seqs = _evolve(seqs[parent], keys, model._salt(level), BRANCH[level], model, bias=bias)
+    return BarcodeModel(seed, model.site_rate, cum, seqs, tax.species_genus, bias)
 
 
 def add_noise(core: np.ndarray, hap_ids: np.ndarray, model: BarcodeModel) -> tuple[np.ndarray, np.ndarray]:
     """Reads as sequenced: ASCII (n, MAX_LENGTH) and lengths, with trims, read-through, N runs and IUPAC letters.
 
-    Noise never touches signature sites (internal noise shifts off them, runs sit after them), so distinct
-    haplotypes stay distinct strings. Rates: ~62% exactly 658 bp, ~28% trimmed to 500-657, ~10% longer;
+    Noise never touches signature sites (internal noise shifts off them, runs sit after them, no start shift
+    reaches them), so distinct haplotypes stay distinct strings. Rates: ~62% end at the core's end, ~28% are
+    trimmed to 500-657 bp of core, ~10% read through up to 62 bp further; then the start shifts (`START_SHIFTS`);
     ~10% with a leading N run, ~7% with internal Ns, ~2% with a run of Ns, ~2% with IUPAC letters.
     Rare kinds of noise are applied to their rows only (this function runs on every haplotype of the release).
     """
@@ -210,13 +271,13 @@ def add_noise(core: np.ndarray, hap_ids: np.ndarray, model: BarcodeModel) -> tup
     trimmed = u[:, 0] < 0.28
     length[trimmed] = CORE_LENGTH - 1 - (u[trimmed, 1] ** 1.5 * 158).astype(np.int64)
     longer = np.flatnonzero(u[:, 0] > 0.90)
-    length[longer] = CORE_LENGTH + 1 + (u[longer, 1] * (MAX_LENGTH - CORE_LENGTH - 1)).astype(np.int64)
-    tail = _uniform(hap_ids[longer], model._salt("noise") + 1, MAX_LENGTH - CORE_LENGTH)
+    length[longer] = CORE_LENGTH + 1 + (u[longer, 1] * (_READ_END - CORE_LENGTH - 1)).astype(np.int64)
+    tail = _uniform(hap_ids[longer], model._salt("noise") + 1, _READ_END - CORE_LENGTH)
     third = model.cum_composition[:, 0]
-    ascii_[longer, CORE_LENGTH:] = _BASES[(tail > third[0]) + (tail > third[1]).astype(np.int64) + (tail > third[2])]
+    ascii_[longer, CORE_LENGTH:_READ_END] = _BASES[
+        (tail > third[0]) + (tail > third[1]).astype(np.int64) + (tail > third[2])
+    ]
     columns = np.arange(MAX_LENGTH)[None, :]
-    lead = np.flatnonzero(u[:, 2] < 0.10)
-    ascii_[lead] = np.where(columns < 1 + (u[lead, 3, None] ** 2 * 45).astype(np.int64), _N, ascii_[lead])
     run = np.flatnonzero(u[:, 11] < 0.02)
     start = 482 + (u[run, 9, None] * 40).astype(np.int64)
     stop = start + 5 + (u[run, 10, None] * 25).astype(np.int64)
@@ -233,7 +294,35 @@ def add_noise(core: np.ndarray, hap_ids: np.ndarray, model: BarcodeModel) -> tup
     site += signature[site]
     hit = u[:, 13] < 0.02
     ascii_[rows[hit], site[hit]] = _IUPAC[(u[hit, 14] * len(_IUPAC)).astype(np.int64)]
-    return ascii_, length
+    shift = _shift_starts(ascii_, hap_ids, model)
+    lead = np.flatnonzero(u[:, 2] < 0.10)
+    # the run stops before the first signature site, wherever the start shift has moved it
+    run_end = np.minimum(1 + (u[lead, 3] ** 2 * 45).astype(np.int64), _SIGNATURE_SITES.min() - shift[lead])
+    ascii_[lead] = np.where(columns < run_end[:, None], _N, ascii_[lead])
+    return ascii_, length - shift
+
+
+def _shift_starts(ascii_: np.ndarray, hap_ids: np.ndarray, model: BarcodeModel) -> np.ndarray:
+    """Move each read's start by a shift drawn from `START_SHIFTS`, in place; returns the shifts.
+
+    A positive shift drops the first bases; a negative one prepends bases drawn from the 3rd-position
+    composition (the primer-side flank is not modelled further). Only the columns before 60 move in or out,
+    so the signature sites stay inside every read.
+    """
+    shifts = np.array(list(START_SHIFTS))
+    cum = np.cumsum(list(START_SHIFTS.values())) / sum(START_SHIFTS.values())
+    u = _uniform(hap_ids, model._salt("noise") + 2, 1 + _MAX_LEAD)
+    shift = shifts[np.minimum(np.searchsorted(cum, u[:, 0], side="right"), len(shifts) - 1)]
+    third = model.cum_composition[:, 0]
+    flank = _BASES[(u[:, 1:] > third[0]) + (u[:, 1:] > third[1]).astype(np.int64) + (u[:, 1:] > third[2])]
+    for value in np.unique(shift[shift != 0]).tolist():
+        rows = np.flatnonzero(shift == value)
+        if value > 0:
+            ascii_[rows, :-value] = ascii_[rows, value:]
+        else:
+            ascii_[rows, -value:] = ascii_[rows, :value].copy()
+            ascii_[rows, :-value] = flank[rows, :-value]
+    return shift
 
 
 def to_strings(ascii_: np.ndarray, length: np.ndarray) -> pa.Array:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -105,24 +106,47 @@ def test_mlm_loss_falls_on_the_synthetic_release(synth_shards: Path, tmp_path: P
     assert losses[-1] < 0.7 * math.log(4**4)
 
 
-@pytest.mark.slow
-def test_pretraining_on_the_synthetic_release_against_random_init(synth_shards: Path, tmp_path: Path) -> None:
-    """300 steps, then the 1-NN genus probe (keys `train`, queries `test_unseen`) against the random-init model.
+#: Pretraining steps of the probe comparison (batch 32: ~19k of the 100k release's ~43k unique barcodes).
+PROBE_STEPS = 600
 
-    Measured (README, "BarcodeBERT" section): the loss falls to ~30% of ln 256, but random init is already at
-    ~83% (mean-pooled random k-mer embeddings act as a k-mer bag, and genus is recoverable from k-mers here);
-    the pretrained model must stay in that range, which is far above chance (~0.3%).
-    """
-    losses = _pretrain_on_synth(synth_shards, tmp_path / "run", 300, SYNTH_MODEL)
-    assert losses[-1] < 0.5 * math.log(4**4)
-    torch.manual_seed(0)
+
+@pytest.fixture(scope="module")
+def probes_100k(synth_shards_100k: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Pretrain on the 100k release's DNA-only set, then the genus probe of the model and of two random inits."""
+    run = tmp_path_factory.mktemp("pretrain100k") / "run"
+    losses = _pretrain_on_synth(synth_shards_100k, run, PROBE_STEPS, SYNTH_MODEL)
     overrides = parse_overrides(SYNTH_MODEL[3::2])
-    random_init = _genus_probe(zoo.create_model("4-2-2", **overrides), synth_shards / "cropped_256")
-    trained_model = zoo.create_model("4-2-2", pretrained=tmp_path / "run" / "model")
-    trained = _genus_probe(trained_model, synth_shards / "cropped_256")
-    print(f"1-NN genus of synthetic test_unseen: random init {random_init}, pretrained {trained}")
-    assert trained["n_queries"] == random_init["n_queries"] > 0
-    assert trained["micro_acc"] > 0.5 and trained["micro_acc"] >= random_init["micro_acc"] - 0.1
+    random_init = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        random_init.append(_genus_probe(zoo.create_model("4-2-2", **overrides), synth_shards_100k / "cropped_256"))
+    trained = _genus_probe(zoo.create_model("4-2-2", pretrained=run / "model"), synth_shards_100k / "cropped_256")
+    print(f"1-NN genus of synthetic test_unseen (100k release): random init {random_init}, pretrained {trained}")
+    return {"losses": losses, "random_init": random_init, "pretrained": trained}
+
+
+@pytest.mark.slow
+def test_pretraining_and_probes_on_the_100k_synthetic_release(probes_100k: dict[str, Any]) -> None:
+    """The MLM loss falls well below ln 256 and both probes score far above chance on ~28 unseen species."""
+    assert probes_100k["losses"][-1] < 0.5 * math.log(4**4)
+    trained, random_init = probes_100k["pretrained"], probes_100k["random_init"]
+    assert trained["n_queries"] == random_init[0]["n_queries"] > 250  # ~330 queries of ~28 species (20k: 5)
+    for result in (trained, *random_init):
+        assert 0.05 < result["micro_acc"] < 1.0 and math.isfinite(result["balanced_acc"])  # chance < 0.3%
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="acceptance item not met: on realistic synthetic reads a 600-step 4-2-2 MLM does not beat random "
+    "init on the genus of unseen species (README, BarcodeBERT section)",
+)
+def test_pretraining_beats_random_init_on_synthetic_unseen_species(probes_100k: dict[str, Any]) -> None:
+    """The acceptance item: the pretrained model beats the better of two random inits by 5 points (micro and
+    class-balanced), on ~28 unseen species, so a win is not one species more or less."""
+    trained, best_random = probes_100k["pretrained"], probes_100k["random_init"]
+    for key in ("micro_acc", "balanced_acc"):
+        assert trained[key] > max(result[key] for result in best_random) + 0.05, key
 
 
 @pytest.mark.ray

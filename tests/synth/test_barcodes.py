@@ -13,14 +13,23 @@ import pytest
 from bioscan_stream.synth.barcodes import CORE_LENGTH, add_noise, assign_bins, to_strings
 from bioscan_stream.synth.records import World, record_table
 
+_ACGT = np.frombuffer(b"ACGT", np.uint8)
+#: Reads start at different bases (real ones too), so pairs are compared at their best ungapped offset.
+_MAX_OFFSET = 60
+
 
 def _p_distance(a: str, b: str) -> float:
-    """Share of differing bases over the aligned positions where both reads have A/C/G/T."""
-    n = min(len(a), len(b))
-    x, y = np.frombuffer(a[:n].encode(), np.uint8), np.frombuffer(b[:n].encode(), np.uint8)
-    acgt = np.frombuffer(b"ACGT", np.uint8)
-    both = np.isin(x, acgt) & np.isin(y, acgt)
-    return float((x[both] != y[both]).mean())
+    """Share of differing bases where both reads have A/C/G/T, at the offset of `b` against `a` that minimises it.
+
+    The same way the real fixture's reads are compared (see `bioscan_stream.synth.barcodes`).
+    """
+    x = np.frombuffer(a.encode(), np.uint8)
+    pad = np.full(_MAX_OFFSET, ord("N"), np.uint8)
+    y = np.concatenate([pad, np.frombuffer(b.encode(), np.uint8), pad, np.full(max(0, len(x) - len(b)), 78, np.uint8)])
+    windows = np.lib.stride_tricks.sliding_window_view(y, len(x))[: 2 * _MAX_OFFSET + 1]
+    both = np.isin(x, _ACGT)[None, :] & np.isin(windows, _ACGT)
+    differ = ((windows != x[None, :]) & both).sum(axis=1) / np.maximum(both.sum(axis=1), 1)
+    return float(differ[both.sum(axis=1) >= 300].min())
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +96,7 @@ def test_nearest_neighbour_finds_genus_of_unseen_species(world_20k: World) -> No
     chance = 1.0 / len(np.unique(true_genus))
     assert query.sum() > 50
     assert accuracy > 10 * chance
-    assert 0.3 < accuracy < 0.95  # 0.77 with seed 0: congeneric species are close, but not always closest
+    assert 0.3 < accuracy < 0.95  # 0.63 with seed 0: congeneric species are close, but not always closest
 
 
 def test_haplotypes_are_distinct_barcodes(world_20k: World, release_20k: tuple[Path, pa.Table]) -> None:
@@ -100,9 +109,9 @@ def test_haplotypes_are_distinct_barcodes(world_20k: World, release_20k: tuple[P
 def test_noise_and_lengths_look_like_real_reads(release_20k: tuple[Path, pa.Table]) -> None:
     seqs = list(set(release_20k[1]["dna_barcode"].to_pylist()))
     length = np.array([len(s) for s in seqs])
-    assert 0.4 < (length == CORE_LENGTH).mean() < 0.8
+    assert 0.05 < (length == CORE_LENGTH).mean() < 0.5  # real fixture: 9% are exactly 658 bp
     assert (length > 660).mean() > 0.03 and length.max() > 700
-    assert length.min() >= 490
+    assert length.min() >= 450
     assert 0.05 < np.mean([s.startswith("N") for s in seqs]) < 0.2
     assert any(set(s) - set("ACGTN") for s in seqs)  # IUPAC letters occur
     assert np.mean(["N" in s.strip("N") for s in seqs]) > 0.02  # internal Ns occur
@@ -139,7 +148,12 @@ def test_bins_mostly_track_species(world_20k: World) -> None:
 
 
 def test_no_stop_codons_in_frame(release_20k: tuple[Path, pa.Table]) -> None:
-    """Like real COI: no TAA/TAG (invertebrate mitochondrial stops) in the reading frame starting at index 1."""
+    """Like real COI: one reading frame without TAA/TAG (invertebrate mitochondrial stops) in every read.
+
+    Reads start at different bases, so the frame is not the same for all (a random 600-nt sequence has a
+    stop-free frame with probability ~0.3%).
+    """
     for seq in list(set(release_20k[1]["dna_barcode"].to_pylist()))[:2000]:
-        codons = {seq[i : i + 3] for i in range(1, min(len(seq), CORE_LENGTH) - 2, 3)}
-        assert not codons & {"TAA", "TAG"}, seq
+        core = seq.strip("N")[16:600]  # past the random flank some reads start with, before any read-through
+        frames = [{core[i : i + 3] for i in range(first, len(core) - 2, 3)} for first in range(3)]
+        assert any(not codons & {"TAA", "TAG"} for codons in frames), seq
