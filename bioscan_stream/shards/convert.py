@@ -15,7 +15,6 @@ retried. Reruns resume: finished shards are verified against their journal and s
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -57,7 +56,7 @@ from bioscan_stream.shards.writer import (
     write_dna_shard,
     write_image_shard,
 )
-from bioscan_stream.storage import is_s3, join_url, list_urls, read_bytes
+from bioscan_stream.storage import is_s3, join_url, list_urls
 from bioscan_stream.validate import Reject, RejectsReport, validate_records
 from bioscan_stream.vocab import build_vocabularies, encode_labels, save_vocabularies
 
@@ -107,6 +106,7 @@ class ConvertReport:
     manifest_url: str | None
     manifest: dict[str, Any] | None
     dna_manifest_url: str | None
+    dna_manifest: dict[str, Any] | None
     written: int
     reused: int
     seconds: float
@@ -288,11 +288,15 @@ def _dna_rejects(source: _Source, splits: tuple[str, ...]) -> list[Reject]:
 
 
 def _dna_manifest(
-    config: ConvertConfig, source: _Source, unique: UniqueBarcodes, splits: tuple[str, ...], results: list[ShardResult]
+    config: ConvertConfig,
+    source: _Source,
+    unique: UniqueBarcodes,
+    splits: tuple[str, ...],
+    results: list[ShardResult],
+    rejects: list[Reject],
 ) -> dict[str, Any]:
     """Totals: the set itself, then per source split read = records in the set + rejected (self-contained)."""
     entries = shard_entries(results, [DNA_SPLIT])
-    rejects = _dna_rejects(source, splits)
     totals: dict[str, Any] = {
         DNA_SPLIT: {
             "records": unique.records,
@@ -317,7 +321,7 @@ def _dna_manifest(
     }
 
 
-def _convert_dna(config: ConvertConfig, source: _Source) -> tuple[str, list[ShardResult]]:
+def _convert_dna(config: ConvertConfig, source: _Source) -> tuple[str, dict[str, Any], list[ShardResult]]:
     """The DNA-only set from the selected source splits; its own index.json under OUT/dna."""
     splits = tuple(s for s in DNA_SOURCE_SPLITS if s in config.splits)
     unique = unique_barcodes(source.table, splits=splits)
@@ -333,10 +337,11 @@ def _convert_dna(config: ConvertConfig, source: _Source) -> tuple[str, list[Shar
         calls.append((task, (_job(config, DNA_PACKAGE, spec), sequences, counts)))
     results = _run(calls, config, "dna shards")
     base = join_url(config.out, DNA_PACKAGE)
-    put_via_local(RejectsReport(_dna_rejects(source, splits)).write, join_url(base, REJECTS_FILE), REJECTS_FILE)
-    url = join_url(base, INDEX_FILE)
-    write_json(url, _dna_manifest(config, source, unique, splits, results))
-    return url, results
+    rejects = _dna_rejects(source, splits)
+    put_via_local(RejectsReport(rejects).write, join_url(base, REJECTS_FILE), REJECTS_FILE)
+    url, manifest = join_url(base, INDEX_FILE), _dna_manifest(config, source, unique, splits, results, rejects)
+    write_json(url, manifest)
+    return url, manifest, results
 
 
 def _clean_tmp(config: ConvertConfig) -> None:
@@ -402,11 +407,12 @@ def convert_release(config: ConvertConfig) -> ConvertReport:
     results: list[ShardResult] = []
     dna_results: list[ShardResult] = []
     dna_url: str | None = None
+    dna_manifest: dict[str, Any] | None = None
     with _ray_runtime(config):
         if config.images:
             results = _convert_images(config, source)
         if make_dna:
-            dna_url, dna_results = _convert_dna(config, source)
+            dna_url, dna_manifest, dna_results = _convert_dna(config, source)
     url: str | None = None
     manifest: dict[str, Any] | None = None
     if config.images:
@@ -416,7 +422,8 @@ def convert_release(config: ConvertConfig) -> ConvertReport:
         _remove_stale(config, DNA_PACKAGE, dna_results)
     everything = results + dna_results
     reused = sum(r.reused for r in everything)
-    return ConvertReport(url, manifest, dna_url, len(everything) - reused, reused, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return ConvertReport(url, manifest, dna_url, dna_manifest, len(everything) - reused, reused, seconds)
 
 
 def report_summary(report: ConvertReport) -> str:
@@ -424,8 +431,8 @@ def report_summary(report: ConvertReport) -> str:
     lines = [f"{'split':<14}{'written':>10}{'rejected':>10}{'read':>10}"]
     for split, t in (report.manifest or {}).get("totals", {}).items():
         lines.append(f"{split:<14}{t['written']:>10}{t['rejected']:>10}{t['read']:>10}")
-    if report.dna_manifest_url is not None:
-        dna = json.loads(read_bytes(report.dna_manifest_url))["totals"][DNA_SPLIT]
+    if report.dna_manifest is not None:
+        dna = report.dna_manifest["totals"][DNA_SPLIT]
         lines.append(
             f"dna set: {dna['samples']} unique barcodes from {dna['records']} records "
             f"({dna['duplicates']} duplicates merged, {dna['empty_after_strip']} empty) -> {report.dna_manifest_url}"

@@ -192,12 +192,13 @@ def _commit(
 
 
 def _image_samples(
-    job: ShardJob, store: ImageStore, records: pa.Table, targets: pa.Table, rejects: list[Reject]
+    job: ShardJob, store: ImageStore, pids: list[str], records: pa.Table, targets: pa.Table, rejects: list[Reject]
 ) -> Iterator[dict[str, bytes | str]]:
-    """Samples of the readable records; every other record is appended to `rejects` (or raises, strict)."""
+    """Samples of the readable records (`pids`: their processids); every other record is appended to
+    `rejects` (or raises, strict)."""
     metadata, target_texts = sample_texts(records, targets)
     dna = records["dna_barcode"].to_pylist() if "dna_barcode" in records.column_names else [None] * len(records)
-    columns = (records["processid"].to_pylist(), records["split"].to_pylist(), dna, metadata, target_texts)
+    columns = (pids, records["split"].to_pylist(), dna, metadata, target_texts)
     for pid, split, barcode, meta, target in zip(*columns, strict=True):
         try:
             image = store.read(pid, split)
@@ -224,7 +225,7 @@ def write_image_shard(job: ShardJob, store: ImageStore, records: pa.Table, targe
     if reused is not None:
         return reused
     rejects: list[Reject] = []
-    return _commit(job, digest, _image_samples(job, store, records, targets, rejects), rejects)
+    return _commit(job, digest, _image_samples(job, store, pids, records, targets, rejects), rejects)
 
 
 def write_dna_shard(job: ShardJob, sequences: Sequence[str], counts: Sequence[int]) -> ShardResult:

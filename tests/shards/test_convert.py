@@ -194,6 +194,7 @@ def test_s3_output(s3_bucket: str, release: Path) -> None:
     assert verify_shards(f"{out}/{PACKAGE}").ok and verify_shards(f"{out}/dna").ok
     tars = list_urls(out, suffix=".tar")
     dna = json.loads(read_bytes(report.dna_manifest_url or ""))
+    assert dna == report.dna_manifest  # what the report carries is what was written
     listed = [f"{out}/{PACKAGE}/{s['path']}" for e in report.manifest["splits"].values() for s in e["shards"]]
     listed += [f"{out}/dna/{s['path']}" for s in dna["splits"]["pretrain_dna"]["shards"]]
     assert tars == sorted(listed) and report.written == len(tars)
