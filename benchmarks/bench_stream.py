@@ -33,12 +33,10 @@ benchmarks/results/stream.jsonl and draws benchmarks/figures/stream.png.
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import io
 import json
 import os
-import platform
 import resource
 import shutil
 import socket
@@ -55,6 +53,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import torch
+from _results import append_result, machine_info
 from bioscan_dataset import BIOSCAN5M
 from PIL import Image
 
@@ -69,7 +68,6 @@ from bioscan_stream.stream.transforms import ImageTransform, normalize_batch, st
 from jobs.stream_shards import tune_malloc
 
 HERE = Path(__file__).parent
-RESULTS = HERE / "results" / "stream.jsonl"
 FIGURE = HERE / "figures" / "stream.png"
 SPLIT, PACKAGE, SIZE = "val", "cropped_256", (341, 256)
 TRANSFORM = ImageTransform(train=False, size=224)
@@ -268,12 +266,11 @@ def _official_tree(root: Path, workers: int, batch_size: int) -> torch.utils.dat
 
 # ---------------------------------------------------------------- report
 def machine() -> dict[str, Any]:
+    """The shared machine record plus what this comparison depends on: pillow-simd and the peers' versions."""
     import PIL
 
-    names = ("torch", "webdataset", "litdata", "bioscan-dataset", "moto")
-    return {"cpu_count": os.cpu_count(), "python": platform.python_version(), "pillow": PIL.__version__,
-            "pillow_simd": ".post" in PIL.__version__, **{n: version(n) for n in names},
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
+    names = ("bioscan-dataset", "moto")  # webdataset, litdata, torch and PIL are in machine_info's versions
+    return {**machine_info(), "pillow_simd": ".post" in PIL.__version__, "packages": {n: version(n) for n in names}}
 
 
 def plot(results: dict[str, dict[str, float]], path: Path) -> None:
@@ -391,16 +388,14 @@ def main(argv: list[str] | None = None) -> int:
     workers = [int(x) for x in args.workers.split(",")]
     record = {"benchmark": "stream", "machine": machine(), "images": args.images, "batch_size": args.batch_size,
               "image_size": list(SIZE), "results": results, "ratios": ratios(results, workers)}  # fmt: skip
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with RESULTS.open("a") as out:
-        out.write(json.dumps(record) + "\n")
+    path = append_result("stream", record)
     plot(results, FIGURE)
     for name in ("limit", "limit uint8", "limit reused", "limit uint8 reused"):
         lim = results[name]
         print(f"{name}: {lim['images_per_cpu_s']:,.0f} images/CPU-s ({lim['images_per_s']:,.0f} images/s)")
     for name, value in record["ratios"].items():
         print(f"{name:<40} {value:8.2f}x")
-    print(f"appended to {RESULTS}; figure {FIGURE}")
+    print(f"appended to {path}; figure {FIGURE}")
     return 0
 
 
