@@ -32,6 +32,7 @@ __all__ = [
     "put_file",
     "list_urls",
     "url_exists",
+    "remove_url",
     "RetryPolicy",
 ]
 
@@ -275,3 +276,13 @@ def url_exists(url: str | os.PathLike[str]) -> bool:
             return False
         raise
     return True
+
+
+def remove_url(url: str | os.PathLike[str]) -> None:
+    """Delete a local file or an S3 object (absent is fine)."""
+    url = str(url)
+    if not is_s3(url):
+        Path(url).unlink(missing_ok=True)
+        return
+    bucket, key = split_s3_url(url)
+    s3_client().delete_object(Bucket=bucket, Key=key)

@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("jobs.verify_shards", "re-check a shard set against its manifest"),
     "stream": ("jobs.stream_shards", "stream a shard set and print throughput and a sample"),
     "pretrain-dna": ("jobs.pretrain_barcodebert", "pretrain BarcodeBERT on the DNA-only shards (Ray Train)"),
+    "embed": ("jobs.embed", "embed a shard set with a zoo encoder into an embedding store (Ray Data)"),
     "probe-dna": ("jobs.probe_dna", "embeddings, 1-NN genus probe, linear probe and fine-tuning of a DNA model"),
 }
 

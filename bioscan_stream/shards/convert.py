@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from bioscan_stream.constants import COLUMNS, SPLITS
 from bioscan_stream.layout import ImageStore, MissingImage
 from bioscan_stream.metadata import _resolve as resolve_metadata
 from bioscan_stream.metadata import read_metadata
+from bioscan_stream.ray_runtime import ray_runtime
 from bioscan_stream.schema import (
     COUNT,
     DNA,
@@ -372,22 +372,6 @@ def _remove_stale(config: ConvertConfig, folder: str, results: Sequence[ShardRes
         Path(base, JOURNAL_DIR, Path(url).name.removesuffix(".tar") + ".json").unlink(missing_ok=True)
 
 
-@contextmanager
-def _ray_runtime(config: ConvertConfig) -> Iterator[None]:
-    """Reuse a running runtime, else connect to `ray_address`, else start an embedded one; stop only our own."""
-    if ray.is_initialized():
-        yield
-        return
-    if config.ray_address:
-        ray.init(address=config.ray_address, logging_level=logging.WARNING)
-    else:
-        ray.init(num_cpus=config.workers, include_dashboard=False, logging_level=logging.WARNING)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
 def convert_release(config: ConvertConfig) -> ConvertReport:
     """Convert `config.root` into shards under `config.out`; see the module docstring for the flow.
 
@@ -408,7 +392,7 @@ def convert_release(config: ConvertConfig) -> ConvertReport:
     dna_results: list[ShardResult] = []
     dna_url: str | None = None
     dna_manifest: dict[str, Any] | None = None
-    with _ray_runtime(config):
+    with ray_runtime(config.ray_address, num_cpus=config.workers):
         if config.images:
             results = _convert_images(config, source)
         if make_dna:

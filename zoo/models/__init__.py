@@ -1,3 +1,5 @@
 """Model families, one module per family; importing this package registers their entrypoints."""
 
 from zoo.models import barcodebert as barcodebert
+from zoo.models import kmer as kmer
+from zoo.models import timm_image as timm_image

@@ -18,10 +18,12 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import BertConfig, BertModel
@@ -29,10 +31,13 @@ from transformers.models.bert.modeling_bert import BertPreTrainedModel
 
 from bioscan_stream.constants import DNA_MAX_LEN
 from bioscan_stream.dna import N_SPECIAL, KmerTokenizer
+from bioscan_stream.schema import DNA
 from zoo._registry import get_model_config, register_model, register_model_pattern
+from zoo.encoder import Preprocessed, module_fingerprint
 
 __all__ = [
     "BarcodeBert",
+    "BarcodeTokens",
     "BarcodeBertCfg",
     "CheckpointError",
     "convert_barcodebert_checkpoint",
@@ -101,6 +106,21 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
 
 
+@dataclass(frozen=True)
+class BarcodeTokens:
+    """Preprocessor of the embedding job: barcodes -> `(ids, mask)` at offset 0; an empty barcode is a reject."""
+
+    k: int
+    max_len: int = DNA_MAX_LEN
+
+    def __call__(self, values: Sequence[Any]) -> Preprocessed:
+        seqs = [v.decode("utf-8", "replace") if isinstance(v, bytes | bytearray) else str(v) for v in values]
+        kept = np.asarray([i for i, s in enumerate(seqs) if s.strip()], dtype=np.int64)
+        rejects = {i: "empty_barcode" for i, s in enumerate(seqs) if not s.strip()}
+        ids, mask = KmerTokenizer(self.k, self.max_len).encode_batch([seqs[i] for i in kept.tolist()])
+        return Preprocessed({"input_ids": ids, "attention_mask": mask}, kept, rejects)
+
+
 class BarcodeBert(BertPreTrainedModel):
     """BERT encoder (no pooler) + Dropout + Linear(hidden, 4^k): `BertForTokenClassification`'s layout.
 
@@ -139,6 +159,30 @@ class BarcodeBert(BertPreTrainedModel):
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Barcode embeddings: the attention-masked mean of the last hidden layer, `(n, hidden)`."""
         return masked_mean(self.encode(input_ids, attention_mask), attention_mask)
+
+    # The encoder contract (zoo.encoder.Encoder): what the embedding job needs.
+    modality = "dna"
+    input_member = DNA
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.config.hidden_size)
+
+    def preprocessor(self) -> BarcodeTokens:
+        tok = self.tokenizer()
+        return BarcodeTokens(tok.k, tok.max_len)
+
+    def embed_batch(self, arrays: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.embed(arrays["input_ids"], arrays["attention_mask"])
+
+    def input_spec(self) -> dict[str, Any]:
+        tok = self.tokenizer()
+        return {"tokenizer": "bioscan_stream.dna.KmerTokenizer", "k": tok.k, "max_len": tok.max_len, "offset": 0}
+
+    def fingerprint(self) -> dict[str, Any]:
+        arch = {key: getattr(self.config, key) for key in _ARCH_KEYS if hasattr(self.config, key)}
+        name = f"barcodebert_{self.k}_{self.config.num_hidden_layers}_{self.config.num_attention_heads}"
+        return module_fingerprint(name, {"family": "barcodebert", **arch, **self.input_spec()}, self)
 
     def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> None:  # type: ignore[override]
         """Hugging Face folder (config.json + safetensors) plus `tokenizer_config.json` with k and max_len."""

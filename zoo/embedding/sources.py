@@ -1,0 +1,182 @@
+"""Inputs of the embedding job: the shard manifest -> per-shard label rows, and raw payloads for Ray Data.
+
+Two reads of each input shard, both with the project's tar parser (`bioscan_stream.stream.tarreader`):
+
+1. `read_label_rows` (a Ray task per shard, before anything is written): the store's label columns from the
+   `json` and `targets.json` members, a digest of each barcode for DNA deduplication, and the shard's sha256
+   and sample count checked against the manifest, so a damaged shard stops the job by name up front;
+2. `ShardPayloads` (a Ray Data datasource, one read task per shard): the raw bytes of the member the encoder
+   reads (`jpg`, `dna.txt` or `json`), only for the rows that need a forward pass, never decoded here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+import numpy as np
+import pyarrow as pa
+from ray.data.block import BlockMetadata
+from ray.data.datasource import Datasource, ReadTask
+
+from bioscan_stream.constants import LABEL_COLUMNS
+from bioscan_stream.schema import DNA, INDEX_FILE, METADATA, TARGETS
+from bioscan_stream.storage import join_url, open_url, read_bytes
+from bioscan_stream.stream.stages import CorruptShardError
+from bioscan_stream.stream.tarreader import TarFormatError, iter_tar_samples
+from zoo.embedding.store import LABEL_CODE_COLUMNS
+
+__all__ = ["InputShard", "ShardPayloads", "list_input_shards", "read_label_rows"]
+
+#: Rows per block a payload read task yields (256 JPEGs of ~29 KB: ~7 MB blocks).
+BLOCK_ROWS = 256
+DIGEST = "_digest"
+EMPTY = "_empty"
+
+
+@dataclass(frozen=True)
+class InputShard:
+    """One shard of the input set: its position in job order, split, manifest path, URL, count and sha256."""
+
+    number: int
+    split: str
+    path: str
+    url: str
+    samples: int
+    sha256: str | None
+
+
+def list_input_shards(shards: str, splits: Sequence[str]) -> tuple[list[InputShard], dict[str, Any]]:
+    """The shards of `splits` in manifest order (splits in the order given) and the manifest itself."""
+    manifest_url = join_url(shards, INDEX_FILE)
+    try:
+        manifest = json.loads(read_bytes(manifest_url))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{manifest_url}: no shard manifest (run `bioscan-stream shards` first)") from None
+    missing = [s for s in splits if s not in manifest.get("splits", {})]
+    if missing:
+        raise KeyError(f"{manifest_url}: no split(s) {missing}; it has {list(manifest.get('splits', {}))}")
+    found: list[InputShard] = []
+    for split in splits:
+        for entry in manifest["splits"][split]["shards"]:
+            path = str(entry["path"])
+            number = len(found)
+            found.append(InputShard(number, split, path, join_url(shards, path), entry["samples"], entry.get("sha256")))
+    return found, manifest
+
+
+class _HashingReader:
+    """A read-only stream that hashes every byte read from it (the shard's sha256 in the same pass)."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream, self.digest = stream, hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self.digest.update(data)
+        return data
+
+
+def _samples(shard: InputShard, members: frozenset[str]) -> Iterator[dict[str, Any]]:
+    """Samples of the shard; any damage (format, count, sha256) raises `CorruptShardError` naming it."""
+    try:
+        with open_url(shard.url, "rb") as raw:
+            stream = _HashingReader(raw)
+            count = 0
+            for sample in iter_tar_samples(stream, shard.url, members):  # type: ignore[arg-type]
+                count += 1
+                yield sample
+            while stream.read(1 << 20):
+                pass
+    except (TarFormatError, OSError) as error:
+        if isinstance(error, CorruptShardError):
+            raise
+        raise CorruptShardError(shard.url, str(error)) from error
+    if count != shard.samples:
+        raise CorruptShardError(shard.url, f"{count} samples, the manifest says {shard.samples}")
+    if shard.sha256 and stream.digest.hexdigest() != shard.sha256:
+        raise CorruptShardError(shard.url, f"sha256 {stream.digest.hexdigest()} != manifest {shard.sha256}")
+
+
+def _label_columns(metadata: list[dict[str, Any]], targets: list[dict[str, Any]]) -> dict[str, pa.Array]:
+    columns: dict[str, pa.Array] = {}
+    for name in LABEL_COLUMNS:
+        columns[name] = pa.array([m.get(name) or None for m in metadata], pa.string())
+    for name, code in zip(LABEL_COLUMNS, LABEL_CODE_COLUMNS, strict=True):
+        columns[code] = pa.array([int(t.get(name, -1)) for t in targets], pa.int32())
+    return columns
+
+
+def read_label_rows(shard: InputShard, *, with_dna: bool) -> pa.Table:
+    """The store's non-embedding columns of every sample of `shard` (+ barcode digest and emptiness for DNA)."""
+    members = frozenset({METADATA, TARGETS} | ({DNA} if with_dna else set()))
+    keys: list[str] = []
+    metadata: list[dict[str, Any]] = []
+    targets: list[dict[str, Any]] = []
+    digests: list[bytes] = []
+    empty: list[bool] = []
+    for sample in _samples(shard, members):
+        keys.append(sample["__key__"])
+        metadata.append(json.loads(sample[METADATA]))
+        targets.append(json.loads(sample[TARGETS]))
+        if with_dna:
+            digests.append(hashlib.blake2b(sample[DNA], digest_size=16).digest())
+            empty.append(not sample[DNA].strip())
+    columns = {"processid": pa.array(keys, pa.string()), "split": pa.array([shard.split] * len(keys), pa.string())}
+    columns.update(_label_columns(metadata, targets))
+    if with_dna:
+        columns[DIGEST] = pa.array(digests, pa.binary(16))
+        columns[EMPTY] = pa.array(empty, pa.bool_())
+    return pa.table(columns)
+
+
+def _payload_blocks(shard: InputShard, member: str, rows: np.ndarray) -> Iterator[pa.Table]:
+    wanted = set(rows.tolist())
+    numbers: list[int] = []
+    payloads: list[bytes] = []
+
+    def block() -> pa.Table:
+        size = len(numbers)
+        return pa.table(
+            {
+                "shard": pa.array([shard.number] * size, pa.int32()),
+                "row": pa.array(numbers, pa.int32()),
+                "payload": pa.array(payloads, pa.binary()),
+            }
+        )
+
+    for position, sample in enumerate(_samples(shard, frozenset({member}))):
+        if position in wanted:
+            numbers.append(position)
+            payloads.append(sample[member])
+            if len(numbers) == BLOCK_ROWS:
+                yield block()
+                numbers, payloads = [], []
+    if numbers:
+        yield block()
+
+
+class ShardPayloads(Datasource):
+    """Ray Data source: one read task per input shard, yielding `{shard, row, payload}` for the rows asked for."""
+
+    def __init__(self, work: Sequence[tuple[InputShard, np.ndarray]], member: str) -> None:
+        self._work, self._member = list(work), member
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        return None
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, **_: Any) -> list[ReadTask]:
+        tasks = []
+        for shard, rows in self._work:
+            meta = BlockMetadata(num_rows=len(rows), size_bytes=None, exec_stats=None, input_files=(shard.url,))
+
+            def read(
+                shard: InputShard = shard, rows: np.ndarray = rows, member: str = self._member
+            ) -> Iterator[pa.Table]:
+                return _payload_blocks(shard, member, rows)
+
+            tasks.append(ReadTask(read, meta))
+        return tasks
