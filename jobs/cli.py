@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain-dna": ("jobs.pretrain_barcodebert", "pretrain BarcodeBERT on the DNA-only shards (Ray Train)"),
     "embed": ("jobs.embed", "embed a shard set with a zoo encoder into an embedding store (Ray Data)"),
     "probe-dna": ("jobs.probe_dna", "embeddings, 1-NN genus probe, linear probe and fine-tuning of a DNA model"),
+    "train-classifier": ("jobs.train_classifier", "fine-tune a timm image classifier on order / Diptera family"),
 }
 
 

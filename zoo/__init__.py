@@ -2,5 +2,7 @@
 
 from zoo._factory import create_model as create_model
 from zoo._registry import list_models as list_models
+from zoo.indices import build_index as build_index
+from zoo.indices import search as search
 
-__all__ = ["create_model", "list_models"]
+__all__ = ["build_index", "create_model", "list_models", "search"]

@@ -4,7 +4,9 @@ Model family files (`zoo/models/<family>.py`) register their entrypoints here at
 (`zoo._factory.create_model`) resolves a name through this registry. Architectures live as
 `zoo/model_configs/<name>.json`, discovered by glob; `add_model_config(path)` adds more files or folders.
 Families whose names encode their shape (BarcodeBERT's `k-L-H`) also register a name pattern, so any
-shape can be built without a JSON file.
+shape can be built without a JSON file. Families that wrap another library's registry (timm) register a
+predicate over full names, weight tag included (`vit_base_patch16_224.augreg_in21k_ft_in1k`): they resolve
+their own tags.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ __all__ = [
     "is_model",
     "list_models",
     "model_entrypoint",
+    "family_entrypoint",
     "register_model",
+    "register_model_family",
     "register_model_pattern",
 ]
 
@@ -31,6 +35,7 @@ Entrypoint = Callable[..., Any]
 
 _MODEL_ENTRYPOINTS: dict[str, Entrypoint] = {}
 _MODEL_PATTERNS: list[tuple[re.Pattern[str], Callable[..., Any]]] = []
+_MODEL_FAMILIES: list[tuple[Callable[[str], bool], Callable[..., Any]]] = []
 _MODEL_CONFIG_PATHS: list[Path] = [Path(__file__).parent / "model_configs"]
 _MODEL_CONFIGS: dict[str, dict[str, Any]] = {}
 
@@ -49,6 +54,27 @@ def register_model_pattern(pattern: str) -> Callable[[Callable[..., Any]], Calla
         return fn
 
     return decorator
+
+
+def register_model_family(accepts: Callable[[str], bool]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: `fn(name, pretrained=None, **overrides)` builds every full name (tag included) `accepts` approves.
+
+    Consulted after the entrypoints and patterns; the name keeps its `.tag`, which the family resolves itself.
+    """
+
+    def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+        _MODEL_FAMILIES.append((accepts, fn))
+        return fn
+
+    return decorator
+
+
+def family_entrypoint(name: str) -> Entrypoint | None:
+    """The builder of the first family that accepts the full `name` (bound to it), or None."""
+    for accepts, fn in _MODEL_FAMILIES:
+        if accepts(name):
+            return lambda pretrained=None, **overrides: fn(name, pretrained=pretrained, **overrides)
+    return None
 
 
 def _rescan_model_configs() -> None:
@@ -81,12 +107,15 @@ def list_models(pattern: str = "") -> list[str]:
 
 
 def model_entrypoint(name: str) -> Entrypoint:
-    """The builder of model `name`: a registered entrypoint, or the family builder whose pattern matches."""
+    """The builder of model `name`: a registered entrypoint, the builder whose pattern matches, or a family's."""
     if name in _MODEL_ENTRYPOINTS:
         return _MODEL_ENTRYPOINTS[name]
     for regex, fn in _MODEL_PATTERNS:
         if regex.fullmatch(name):
             return lambda pretrained=None, **overrides: fn(name, pretrained=pretrained, **overrides)
+    family = family_entrypoint(name)
+    if family is not None:
+        return family
     raise KeyError(f"unknown model {name!r}; known: {', '.join(list_models())}")
 
 

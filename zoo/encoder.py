@@ -89,8 +89,8 @@ def state_sha256(module: nn.Module) -> str:
     """sha256 over every parameter and buffer (name, dtype, shape, bytes) in name order: the weights' identity."""
     digest = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
-        data = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{data.dtype}|{tuple(data.shape)}|".encode())
+        data = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}|{data.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
     return digest.hexdigest()
 

@@ -37,7 +37,8 @@ from bioscan_stream.stream import sharedbatch
 
 __all__ = ["ImageTransform", "create_transform", "stack_images", "normalize_batch", "decode_rgb"]
 
-_RESAMPLE = Image.Resampling.BILINEAR
+#: Resampling filters by timm's interpolation names (its data configs use "bilinear" or "bicubic").
+_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 _JPEG_MAGIC = b"\xff\xd8"
 
 
@@ -72,6 +73,8 @@ class ImageTransform:
         crop_pct: eval resize target is `size / crop_pct` (timm's 0.875: 224 -> 256).
         scale, ratio: random-resized-crop area fraction and aspect ratio ranges.
         hflip: probability of a horizontal flip in training.
+        interpolation: resampling filter, `"bilinear"` (the stream's default) or `"bicubic"` (what most timm
+            data configs name, e.g. ViT-B/16 augreg); the scale-1 eval path never resamples either way.
     """
 
     train: bool = False
@@ -80,6 +83,11 @@ class ImageTransform:
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip: float = 0.5
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in _RESAMPLE:
+            raise ValueError(f"interpolation {self.interpolation!r} is not one of {sorted(_RESAMPLE)}")
 
     def __call__(self, data: bytes) -> torch.Tensor:
         draft_to = None if self.train else math.floor(self.size / self.crop_pct)
@@ -91,7 +99,7 @@ class ImageTransform:
         height, width = pixels.shape[:2]
         if self.train:
             box = self._random_box(width, height)
-            pixels = np.asarray(Image.fromarray(pixels).resize((self.size, self.size), _RESAMPLE, box=box))
+            pixels = np.asarray(Image.fromarray(pixels).resize((self.size, self.size), self._resample, box=box))
             if torch.rand(()) < self.hflip:
                 pixels = pixels[:, ::-1]
             return _to_uint8_chw(pixels)
@@ -100,7 +108,12 @@ class ImageTransform:
             top, left = int(round((height - self.size) / 2)), int(round((width - self.size) / 2))
             return _to_uint8_chw(pixels[top : top + self.size, left : left + self.size])
         box = self._center_box(width, height, resize)
-        return _to_uint8_chw(np.asarray(Image.fromarray(pixels).resize((self.size, self.size), _RESAMPLE, box=box)))
+        resized = Image.fromarray(pixels).resize((self.size, self.size), self._resample, box=box)
+        return _to_uint8_chw(np.asarray(resized))
+
+    @property
+    def _resample(self) -> Image.Resampling:
+        return _RESAMPLE[self.interpolation]
 
     def _center_box(self, width: int, height: int, resize: int) -> tuple[float, float, float, float]:
         """Source box that resize-short-side-to-`resize` then centre-crop-`size` would sample."""

@@ -199,7 +199,11 @@ def test_s3_in_and_out(ray_local: None, synth_shards: Path, s3_bucket: str) -> N
         if path.is_file() and "_journal" not in path.parts:
             put_file(path, f"{s3_bucket}/shards/{path.relative_to(source)}")
     store = f"{s3_bucket}/store"
-    embed_shards(EmbedConfig(f"{s3_bucket}/shards", store, "kmer_freq_k4", splits=("test",), progress=False))
+    task_env = tuple((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))  # workers predate the server
+    config = EmbedConfig(
+        f"{s3_bucket}/shards", store, "kmer_freq_k4", splits=("test",), progress=False, task_env=task_env
+    )
+    embed_shards(config)
     remote = read_embeddings(store)
     assert len(remote) == read_store_index(store)["totals"]["rows"] > 0
     assert remote.vectors.shape[1] == 256

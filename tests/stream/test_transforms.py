@@ -47,6 +47,24 @@ def test_scale_one_eval_is_torchvision_centre_crop() -> None:
     assert resized.shape == (3, 224, 224) and resized.permute(1, 2, 0).is_contiguous()
 
 
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_eval_interpolation_is_pillows_filter_on_the_centre_box(interpolation: str) -> None:
+    data = _photo(400, 300)
+    transform = ImageTransform(train=False, size=224, crop_pct=0.9, interpolation=interpolation)
+    pixels = decode_rgb(data, draft_to=248)  # 224 / 0.9 -> 248: the same reduced-scale decode the transform does
+    height, width = pixels.shape[:2]
+    side = 224 * height / 248
+    box = ((width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2)
+    resample = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}[interpolation]
+    expected = np.asarray(Image.fromarray(pixels).resize((224, 224), resample, box=box))
+    assert np.array_equal(transform(data).permute(1, 2, 0).numpy(), expected)
+    if interpolation == "bicubic":  # a different filter really is applied
+        assert not np.array_equal(ImageTransform(train=False, size=224, crop_pct=0.9)(data), transform(data))
+    assert ImageTransform().interpolation == "bilinear"
+    with pytest.raises(ValueError, match="interpolation"):
+        ImageTransform(interpolation="lanczos")
+
+
 def test_channels_last_normalisation_matches_the_formula_and_shares_memory() -> None:
     images = [ImageTransform(train=True, size=16)(_photo(64, 48)) for _ in range(3)]
     batch = stack_images(images, shared=True)

@@ -1,7 +1,7 @@
 """Embeddings at scale: the Ray Data embedding job and the Parquet embedding store it writes and reads.
 
-    report = embed_shards(EmbedConfig("OUT/cropped_256", "stores/dna", model="kmer_freq_k5", splits=("train",)))
-    table = read_embeddings("stores/dna", splits=["train"])   # table.vectors (n, dim), table.columns (labels)
+report = embed_shards(EmbedConfig("OUT/cropped_256", "stores/dna", model="kmer_freq_k5", splits=("train",)))
+table = read_embeddings("stores/dna", splits=["train"])   # table.vectors (n, dim), table.columns (labels)
 """
 
 from zoo.embedding.pipeline import EmbedConfig as EmbedConfig

@@ -83,6 +83,8 @@ class EmbedConfig:
         dedup: embed identical barcodes once (DNA encoders).
         seed: seeds random-init weights, so every replica (and every rerun) holds the same model.
         overwrite: replace a store made by another encoder instead of refusing.
+        task_env: (name, value) pairs set in every Ray task and actor, e.g. the AWS endpoint variables for
+            `s3://` paths when the workers were started without them.
     """
 
     shards: str
@@ -103,6 +105,11 @@ class EmbedConfig:
     ray_address: str | None = None
     num_cpus: int | None = None
     progress: bool = True
+    task_env: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def runtime_env(self) -> dict[str, Any] | None:
+        return {"env_vars": dict(self.task_env)} if self.task_env else None
 
 
 @dataclass
@@ -205,8 +212,8 @@ class _Shard:
     needs: set[int]
 
 
-def _label_tables(pending: list[InputShard], with_dna: bool) -> list[pa.Table]:
-    task = ray.remote(read_label_rows).options(num_cpus=1)
+def _label_tables(config: EmbedConfig, pending: list[InputShard], with_dna: bool) -> list[pa.Table]:
+    task = ray.remote(read_label_rows).options(num_cpus=1, runtime_env=config.runtime_env)
     return list(ray.get([task.remote(shard, with_dna=with_dna) for shard in pending]))
 
 
@@ -323,11 +330,16 @@ def _run_pipeline(config: EmbedConfig, model: Any, assembler: _Assembler) -> int
         return 0
     ray.data.DataContext.get_current().enable_progress_bars = config.progress
     gpus = config.num_gpus if config.num_gpus is not None else (1.0 if ray.cluster_resources().get("GPU") else 0.0)
-    ds = ray.data.read_datasource(ShardPayloads(work, model.input_member), override_num_blocks=len(work))
+    source = ShardPayloads(work, model.input_member)
+    ds = ray.data.read_datasource(source, override_num_blocks=len(work), runtime_env=config.runtime_env)
     # Its own CPU tasks: the memory request differs from the actors' remote args, which keeps Ray from fusing
     # the decode into the model actors (that would serialise decoding with the forward passes).
     ds = ds.map_batches(
-        _Preprocess(model.preprocessor()), batch_format="pyarrow", batch_size=config.batch_size, memory=_TASK_MEMORY
+        _Preprocess(model.preprocessor()),
+        batch_format="pyarrow",
+        batch_size=config.batch_size,
+        memory=_TASK_MEMORY,
+        runtime_env=config.runtime_env,
     )
     ds = ds.map_batches(
         _EmbedActor,
@@ -337,6 +349,7 @@ def _run_pipeline(config: EmbedConfig, model: Any, assembler: _Assembler) -> int
         compute=ray.data.ActorPoolStrategy(size=config.concurrency),
         num_cpus=config.cpus_per_actor,
         num_gpus=gpus,
+        runtime_env=config.runtime_env,
     )
     total = sum(len(rows) for _, rows in work)
     with tqdm(total=total, desc=f"embed {config.model}", unit="row", disable=not config.progress) as bar:
@@ -435,7 +448,7 @@ def embed_shards(config: EmbedConfig) -> EmbedReport:
     pending = [s for s in shards if s.number not in files]
     report.files_kept = len(files)
     with ray_runtime(config.ray_address, num_cpus=config.num_cpus):
-        tables = _label_tables(pending, with_dna=model.modality == "dna")
+        tables = _label_tables(config, pending, with_dna=model.modality == "dna")
         report.seconds["labels"] = time.perf_counter() - clock
         assembler = _Assembler(config, _plan_rows(pending, tables, config.dedup), digest, model.embed_dim)
         report.forward_rows = _run_pipeline(config, model, assembler)
