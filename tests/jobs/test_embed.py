@@ -212,8 +212,8 @@ def test_s3_in_and_out(ray_local: None, synth_shards: Path, s3_bucket: str) -> N
 def test_kill_9_then_rerun_is_byte_identical(synth_shards: Path, tmp_path: Path) -> None:
     """The job (driver + its embedded Ray, one process group) is killed with SIGKILL once some files are
     written; the rerun finishes the same bytes as an uninterrupted run."""
-    args = [str(synth_shards / "cropped_256"), "--splits", *SPLITS, "--no-progress", "--model", "barcodebert_4_4_4"]
-    args += ["--batch-size", "16"]
+    args = [str(synth_shards / "cropped_256"), "--splits", *SPLITS, "--no-progress", *TINY_BB]
+    args += ["--batch-size", "4", "--num-cpus", "2"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("RAY_ADDRESS", None)
     whole, killed = tmp_path / "whole", tmp_path / "killed"
