@@ -29,6 +29,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="architecture override")
     p.add_argument("--splits", nargs="+", default=["train"], choices=SPLITS, metavar="SPLIT")
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"])
+    p.add_argument("--layout", default="binary", choices=["binary", "list"], help="embedding column layout")
     p.add_argument("--batch-size", type=int, default=64, help="rows per forward pass")
     p.add_argument("--concurrency", type=int, default=1, help="model replicas (actors)")
     p.add_argument("--num-gpus", type=float, default=None, help="GPUs per replica (default: 1 if any)")
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         pretrained=args.pretrained,
         overrides=tuple(parse_overrides(args.set).items()),
         dtype=args.dtype,
+        layout=args.layout,
         batch_size=args.batch_size,
         concurrency=args.concurrency,
         num_gpus=args.num_gpus,

@@ -88,20 +88,25 @@ def test_kmer_store_has_every_input_row_or_reject(ray_local: None, synth_shards:
         assert hashlib.sha256((store / entry["path"]).read_bytes()).hexdigest() == entry["sha256"]
 
 
-def test_store_reads_with_plain_pyarrow_and_duckdb(ray_local: None, synth_shards: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("layout", ["binary", "list"])
+def test_store_reads_with_plain_pyarrow_and_duckdb(
+    ray_local: None, synth_shards: Path, tmp_path: Path, layout: str
+) -> None:
     store = tmp_path / "kmer"
-    assert _run(synth_shards, store, "--model", "kmer_freq_k4", "--dtype", "float32") == 0
+    assert _run(synth_shards, store, "--model", "kmer_freq_k4", "--dtype", "float32", "--layout", layout) == 0
     ours = read_embeddings(str(store), splits=["test"], columns=["processid", "species_code"])
     files = sorted((store / "test").glob("*.parquet"))
     plain = pq.read_table(files).to_pydict()
     assert plain["processid"] == ours.strings("processid").tolist()
-    assert np.array_equal(np.asarray(plain["embedding"], np.float32), ours.vectors)
+    vectors = [np.frombuffer(v, "<f4") if layout == "binary" else v for v in plain["embedding"]]
+    assert np.array_equal(np.asarray(vectors, np.float32), ours.vectors)
     assert plain["species_code"] == ours.codes("species").tolist()
     files_glob = f"{store}/test/*.parquet"
     sql = f"SELECT processid, species, embedding FROM read_parquet('{files_glob}', filename=true, file_row_number=true)"
     rows = duckdb.sql(sql + " ORDER BY filename, file_row_number").fetchall()
     assert [r[0] for r in rows] == plain["processid"]
-    assert np.allclose(np.asarray([r[2] for r in rows], np.float32), ours.vectors)
+    vectors = [np.frombuffer(r[2], "<f4") if layout == "binary" else r[2] for r in rows]
+    assert np.array_equal(np.asarray(vectors, np.float32), ours.vectors)
 
 
 def test_dna_dedup_gives_the_same_vectors_as_no_dedup(ray_local: None, synth_shards: Path, tmp_path: Path) -> None:

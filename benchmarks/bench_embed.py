@@ -1,0 +1,213 @@
+"""How fast is the embedding job, against the model's own limit and a straightforward loop, and the store's reader?
+
+For a cheap and an expensive model of each modality (k-mer 5 and BarcodeBERT 4-4-4 on DNA; resnet18 and
+ViT-B/16 on images), in the same run:
+
+- job: `zoo.embedding.embed_shards` over a synthetic shard set (Ray Data: read | preprocess | one model actor
+  with `--cpus-per-actor` threads | write), items/s over all input rows, Ray already started (as on a cluster);
+  DNA also with `--no-dedup`, so the ratio to the limit is not flattered by skipped duplicates;
+- limit: the same model's forward pass alone on pre-tokenised / pre-decoded in-memory tensors, same batch size
+  and threads (target >= 0.9x for the neural models: reading, decoding and writing hidden behind the forward);
+- loop: the official `bioscan-dataset` loader (`BIOSCAN5M`, integrity check skipped for the synthetic CSV) +
+  a DataLoader with one worker + the same model, one `.npy` at the end (target >= 1.5x for DNA);
+- store read: `zoo.embedding.read_embeddings` full scan vs `np.load` of the same vectors (target >= 0.7x).
+
+On 2 cores the job's model actor gets one thread and the other core reads, decodes and writes; the limit and
+the loop get the same budget (1 thread for the model, 1 DataLoader worker). Appends to results/embed.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+
+import zoo
+from jobs import convert
+from zoo.embedding import EmbedConfig, embed_shards, read_embeddings
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+from _results import append_result  # noqa: E402
+from bench_stream import UncheckedBIOSCAN5M  # noqa: E402  (the official loader without its md5 check)
+from helpers_dna import with_stub_images  # noqa: E402  (1-pixel JPEGs: DNA runs need no real photos)
+
+#: (model, modality, split, batch size): cheap and expensive per modality.
+CASES = (
+    ("kmer_freq_k5", "dna", "pretrain", 256),
+    ("barcodebert_4_4_4", "dna", "train", 32),
+    ("resnet18", "image", "pretrain", 32),
+    ("vit_base_patch16_224", "image", "train", 16),
+)
+
+
+def _release(work: Path, samples: int, *, images: bool) -> Path:
+    from bioscan_stream.synth.release import write_release
+
+    source = work / ("img" if images else "meta")
+    table = write_release(source, samples=samples, seed=0, images=images, packages=("cropped_256",))
+    root = source if images else with_stub_images(source, work / "stub", table, splits=("pretrain", "train"))
+    out = work / ("img_shards" if images else "dna_shards")
+    assert convert.main([str(root), str(out), "--splits", "pretrain", "train", "--no-dna", "--no-progress"]) == 0
+    return root
+
+
+def _job(shards: Path, out: Path, model: str, split: str, batch: int, dedup: bool = True) -> tuple[float, int]:
+    config = EmbedConfig(str(shards), str(out), model, splits=(split,), batch_size=batch, dedup=dedup,
+                         overwrite=True, progress=False)  # fmt: skip
+    start = time.perf_counter()
+    report = embed_shards(config)
+    return time.perf_counter() - start, report.rows + report.rejected
+
+
+def _inputs(model: Any, shards: Path, split: str) -> dict[str, np.ndarray]:
+    """Every input of the split, preprocessed in memory (what the limit loop forwards)."""
+    from zoo.embedding.sources import _samples, list_input_shards
+
+    values = [s[model.input_member] for shard in list_input_shards(str(shards), [split])[0]
+              for s in _samples(shard, frozenset({model.input_member}))]  # fmt: skip
+    return model.preprocessor()(values).arrays
+
+
+def _limit(model: Any, arrays: dict[str, np.ndarray], batch: int) -> float:
+    """Items/s of the forward pass alone on in-memory tensors, fixed batches (one thread)."""
+    tensors = {k: torch.from_numpy(v) for k, v in arrays.items()}
+    n = len(next(iter(tensors.values())))
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, n, batch):
+            model.embed_batch({k: v[i : i + batch] for k, v in tensors.items()})
+    return n / (time.perf_counter() - start)
+
+
+def _loop(model: Any, root: Path, split: str, batch: int, out: Path) -> float:
+    """Items/s of the straightforward loop: official loader + DataLoader(1 worker) + model + one .npy."""
+    start = time.perf_counter()
+    prep = model.preprocessor()
+    if model.modality == "dna":
+        dataset = UncheckedBIOSCAN5M(str(root), split=split, modality=("dna",), target_type="species",
+                                     dna_transform=lambda seq: seq)  # fmt: skip
+    else:
+        from timm.data import create_transform
+
+        dataset = UncheckedBIOSCAN5M(str(root), split=split, modality=("image",), target_type="species",
+                                     transform=create_transform(**model.data_config))  # fmt: skip
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, num_workers=1)
+    chunks = []
+    with torch.inference_mode():
+        for values, _ in loader:
+            if model.modality == "dna":
+                arrays = {k: torch.from_numpy(v) for k, v in prep(list(values)).arrays.items()}
+                chunks.append(model.embed_batch(arrays).numpy())
+            else:
+                chunks.append(model(values).numpy())
+    np.save(out, np.concatenate(chunks).astype(np.float16))
+    return len(dataset) / (time.perf_counter() - start)
+
+
+def _median_rate(fn: Callable[[], float], rounds: int) -> tuple[float, list[float]]:
+    rates = [fn() for _ in range(rounds)]
+    return statistics.median(rates), rates
+
+
+def _case(name: str, shards: Path, root: Path, split: str, batch: int, work: Path, rounds: int) -> dict[str, Any]:
+    torch.manual_seed(0)
+    model = zoo.create_model(name).eval()
+    torch.set_num_threads(1)
+    arrays = _inputs(model, shards, split)
+    limit, limits = _median_rate(lambda: _limit(model, arrays, batch), rounds)
+    loop, loops = _median_rate(lambda: _loop(model, root, split, batch, work / "loop.npy"), rounds)
+    torch.set_num_threads(2)
+
+    def job(dedup: bool) -> float:
+        seconds, items = _job(shards, work / f"store_{name}", name, split, batch, dedup)
+        return items / seconds
+
+    record = {
+        "model": name,
+        "modality": model.modality,
+        "split": split,
+        "batch": batch,
+        "rows": len(next(iter(arrays.values()))),
+    }
+    record["job"], record["job_runs"] = _median_rate(lambda: job(True), rounds)
+    if model.modality == "dna":
+        record["job_no_dedup"], record["job_no_dedup_runs"] = _median_rate(lambda: job(False), rounds)
+    record.update(limit=limit, limit_runs=limits, loop=loop, loop_runs=loops)
+    record["ratio_vs_limit"] = record["job"] / limit
+    record["ratio_vs_loop"] = record["job"] / loop
+    if "job_no_dedup" in record:
+        record["ratio_no_dedup_vs_limit"] = record["job_no_dedup"] / limit
+    return record
+
+
+def _store_read(store: Path, rounds: int) -> dict[str, Any]:
+    """Full-scan GB/s of the store reader vs np.load of the same vectors (both from the page cache)."""
+    vectors = read_embeddings(str(store)).vectors
+    npy = store.parent / "same.npy"
+    np.save(npy, vectors)
+    read_embeddings(str(store))
+    np.load(npy)
+
+    def rate(fn: Callable[[], Any]) -> float:
+        start = time.perf_counter()
+        fn()
+        return vectors.nbytes / (time.perf_counter() - start) / 1e9
+
+    ours, ours_runs = _median_rate(lambda: rate(lambda: read_embeddings(str(store))), rounds)
+    base, base_runs = _median_rate(lambda: rate(lambda: np.load(npy)), rounds)
+    return {"bytes": int(vectors.nbytes), "store_gbps": ours, "npy_gbps": base, "ratio": ours / base,
+            "store_runs": ours_runs, "npy_runs": base_runs}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dna-samples", type=int, default=60_000, help="metadata-only release (pretrain ~90%%)")
+    p.add_argument("--image-samples", type=int, default=2_500, help="release with real synthetic photos")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help="10k / 600 samples, 1 round")
+    p.add_argument("--models", nargs="+", default=[c[0] for c in CASES])
+    args = p.parse_args(argv)
+    if args.quick:
+        args.dna_samples, args.image_samples, args.rounds = 10_000, 600, 1
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-embed-") as tmp:
+        work = Path(tmp)
+        roots = {"dna": _release(work, args.dna_samples, images=False),
+                 "image": _release(work, args.image_samples, images=True)}  # fmt: skip
+        shards = {"dna": work / "dna_shards" / "cropped_256", "image": work / "img_shards" / "cropped_256"}
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        for name, modality, split, batch in (c for c in CASES if c[0] in args.models):
+            results.append(_case(name, shards[modality], roots[modality], split, batch, work, args.rounds))
+            print(_line(results[-1]), flush=True)
+        read = _store_read(work / "store_kmer_freq_k5", max(3, args.rounds)) if "kmer_freq_k5" in args.models else {}
+        ray.shutdown()
+    if read:
+        print(
+            f"store full scan {read['store_gbps']:.2f} GB/s vs np.load {read['npy_gbps']:.2f} GB/s: {read['ratio']:.2f}x"
+        )
+    append_result("embed", {"quick": args.quick, "cases": results, "store_read": read})
+    return 0
+
+
+def _line(r: dict[str, Any]) -> str:
+    extra = (
+        f", no-dedup {r['job_no_dedup']:.0f}/s = {r['ratio_no_dedup_vs_limit']:.2f}x limit"
+        if "job_no_dedup" in r
+        else ""
+    )
+    return (f"{r['model']:<22} {r['rows']:>6} rows: job {r['job']:.1f}/s, limit {r['limit']:.1f}/s "
+            f"({r['ratio_vs_limit']:.2f}x), loop {r['loop']:.1f}/s ({r['ratio_vs_loop']:.2f}x){extra}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())
