@@ -220,7 +220,7 @@ class _Shard:
 
 
 def _label_tables(config: EmbedConfig, pending: list[InputShard], with_dna: bool) -> list[pa.Table]:
-    task = ray.remote(read_label_rows).options(num_cpus=1, runtime_env=config.runtime_env)
+    task: Any = ray.remote(read_label_rows).options(num_cpus=1, runtime_env=config.runtime_env)  # type: ignore[arg-type]
     return list(ray.get([task.remote(shard, with_dna=with_dna) for shard in pending]))
 
 
@@ -396,7 +396,7 @@ def _publish(
     rejects = [r for s in shards for r in files[s.number].meta["rejects"]]
     for split in config.splits:
         mine = [s for s in shards if s.split == split]
-        entries = [
+        entries: list[dict[str, Any]] = [
             {"path": files[s.number].path, "rows": files[s.number].rows, "bytes": files[s.number].bytes,
              "sha256": files[s.number].sha256, "source": s.path, "source_sha256": s.sha256}
             for s in mine

@@ -171,7 +171,9 @@ class ShardPayloads(Datasource):
     def estimate_inmemory_data_size(self) -> int | None:
         return None
 
-    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, **_: Any) -> list[ReadTask]:
+    def get_read_tasks(
+        self, parallelism: int, per_task_row_limit: int | None = None, data_context: Any = None
+    ) -> list[ReadTask]:
         tasks = []
         for shard, rows in self._work:
             meta = BlockMetadata(num_rows=len(rows), size_bytes=None, exec_stats=None, input_files=(shard.url,))
