@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stream": ("jobs.stream_shards", "stream a shard set and print throughput and a sample"),
     "pretrain-dna": ("jobs.pretrain_barcodebert", "pretrain BarcodeBERT on the DNA-only shards (Ray Train)"),
     "embed": ("jobs.embed", "embed a shard set with a zoo encoder into an embedding store (Ray Data)"),
+    "index": ("jobs.build_index", "a FAISS index of an embedding store, tuned to a recall target (Ray shards)"),
+    "search": ("jobs.search_index", "nearest neighbours of a query store's rows in an index (processids, scores)"),
     "probe-dna": ("jobs.probe_dna", "embeddings, 1-NN genus probe, linear probe and fine-tuning of a DNA model"),
     "train-classifier": ("jobs.train_classifier", "fine-tune a timm image classifier on order / Diptera family"),
 }
