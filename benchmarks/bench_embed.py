@@ -19,6 +19,7 @@ the loop get the same budget (1 thread for the model, 1 DataLoader worker). Appe
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -62,6 +63,7 @@ def _release(work: Path, samples: int, *, images: bool) -> Path:
 
 
 def _job(shards: Path, out: Path, model: str, split: str, batch: int, dedup: bool = True) -> tuple[float, int]:
+    shutil.rmtree(out, ignore_errors=True)  # every run embeds everything (a kept store would be skipped)
     config = EmbedConfig(str(shards), str(out), model, splits=(split,), batch_size=batch, dedup=dedup,
                          overwrite=True, progress=False)  # fmt: skip
     start = time.perf_counter()
