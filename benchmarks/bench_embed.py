@@ -195,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         ray.shutdown()
     if read:
         print(
-            f"store full scan {read['store_gbps']:.2f} GB/s vs np.load {read['npy_gbps']:.2f} GB/s: {read['ratio']:.2f}x"
+            f"store full scan {read['store_gbps']:.2f} GB/s vs np.load {read['npy_gbps']:.2f} GB/s: "
+            f"{read['ratio']:.2f}x"
         )
     append_result("embed", {"quick": args.quick, "cases": results, "store_read": read})
     return 0
