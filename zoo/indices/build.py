@@ -310,7 +310,7 @@ def _tune(
     vectors: StoreVectors,
 ) -> Tuning:
     if len(sample.queries) == 0:
-        return Tuning({}, float("nan"), True, ())
+        return Tuning({}, float("nan"), float("nan"), True, ())
     limit = max(1, int(spec.nlist * config.max_probe_fraction)) if spec.family == "ivf" else config.max_ef_search
     search = {
         "queries": sample.queries,
@@ -412,6 +412,7 @@ def _measured(
         "k": config.k,
         "target": config.recall_target,
         "measured": None if np.isnan(tuning.recall) else tuning.recall,
+        "lower_bound_95": None if np.isnan(tuning.recall_lower_bound) else round(tuning.recall_lower_bound, 5),
         "meets_target": tuning.meets_target,
         "queries": len(sample.queries),
         "queries_from": config.query_store or "held-out store rows",
