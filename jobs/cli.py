@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "index": ("jobs.build_index", "a FAISS index of an embedding store, tuned to a recall target (Ray shards)"),
     "search": ("jobs.search_index", "nearest neighbours of a query store's rows in an index (processids, scores)"),
     "probe-dna": ("jobs.probe_dna", "embeddings, 1-NN genus probe, linear probe and fine-tuning of a DNA model"),
+    "evaluate": ("jobs.evaluate", "retrieval, zero-shot clustering or DNA probes over embedding stores"),
     "train-classifier": ("jobs.train_classifier", "fine-tune a timm image classifier on order / Diptera family"),
 }
 

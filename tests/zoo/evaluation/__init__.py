@@ -1,0 +1,1 @@
+"""Tests of zoo.evaluation (a package, so its test module names cannot clash with other folders' ones)."""
