@@ -388,32 +388,28 @@ def _existing_files(config: EmbedConfig, digest: str) -> dict[str, StoreFile]:
     return {p: f for p, f in found.items() if f is not None}
 
 
+def _split_entry(split: str, mine: list[InputShard], files: dict[int, StoreFile]) -> dict[str, Any]:
+    """A split's counts and files for `index.json`; raises if its rows and rejects do not add up to what was read."""
+    entries: list[dict[str, Any]] = [
+        {"path": files[s.number].path, "rows": files[s.number].rows, "bytes": files[s.number].bytes,
+         "sha256": files[s.number].sha256, "source": s.path, "source_sha256": s.sha256}
+        for s in mine
+    ]  # fmt: skip
+    reasons: dict[str, int] = {}
+    for r in (r for s in mine for r in files[s.number].meta["rejects"]):
+        reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+    read, rows = sum(s.samples for s in mine), sum(e["rows"] for e in entries)
+    if rows + sum(reasons.values()) != read:
+        raise RuntimeError(f"split {split}: {rows} rows + {sum(reasons.values())} rejects != {read} samples read")
+    return {"read": read, "rows": rows, "rejected": read - rows, "rejected_by_reason": reasons, "files": entries}
+
+
 def _publish(
     config: EmbedConfig, model: Any, shards: list[InputShard], files: dict[int, StoreFile], manifest: dict[str, Any]
 ) -> tuple[int, int]:
     """`rejects.jsonl`, then `index.json` (deterministic: no timings; those go into the job's report)."""
-    splits: dict[str, Any] = {}
+    splits = {split: _split_entry(split, [s for s in shards if s.split == split], files) for split in config.splits}
     rejects = [r for s in shards for r in files[s.number].meta["rejects"]]
-    for split in config.splits:
-        mine = [s for s in shards if s.split == split]
-        entries: list[dict[str, Any]] = [
-            {"path": files[s.number].path, "rows": files[s.number].rows, "bytes": files[s.number].bytes,
-             "sha256": files[s.number].sha256, "source": s.path, "source_sha256": s.sha256}
-            for s in mine
-        ]  # fmt: skip
-        reasons: dict[str, int] = {}
-        for r in (r for s in mine for r in files[s.number].meta["rejects"]):
-            reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
-        read, rows = sum(s.samples for s in mine), sum(e["rows"] for e in entries)
-        if rows + sum(reasons.values()) != read:
-            raise RuntimeError(f"split {split}: {rows} rows + {sum(reasons.values())} rejects != {read} samples read")
-        splits[split] = {
-            "read": read,
-            "rows": rows,
-            "rejected": read - rows,
-            "rejected_by_reason": reasons,
-            "files": entries,
-        }
     with open_url(join_url(config.out, REJECTS_FILE), "wb") as out:
         out.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in rejects).encode())
     fingerprint = model.fingerprint()
