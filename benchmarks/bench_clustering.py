@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     config = ClusteringConfig(stores=(), seeds=(args.seed,))
     clock.append(time.perf_counter())
     features = zscore(data.vectors, split[order])
+    data.vectors = data.vectors[:, :0]  # the protocol keeps only the z-scored copy (as `clustering_features` does)
     reduced, _ = umap_reduce(features, args.seed, config)
     clock.append(time.perf_counter())
     k = len(np.unique(data.columns.column("species").to_numpy(zero_copy_only=False)))

@@ -10,9 +10,8 @@ from helpers_dna import with_stub_images
 
 from jobs import convert
 
-#: The splits the DNA jobs read: the DNA-only set's sources, the probes' train / test / test_unseen and the
-#: retrieval evaluation's second key split, key_unseen.
-SYNTH_SPLITS = ("pretrain", "other_heldout", "train", "test", "test_unseen", "key_unseen")
+#: The splits the DNA jobs read: the DNA-only set's sources and the probes' train / test / test_unseen.
+SYNTH_SPLITS = ("pretrain", "other_heldout", "train", "test", "test_unseen")
 
 
 #: Records of the release the slow probe test reads: its test_unseen has ~28 species (the 20k release's: 5).

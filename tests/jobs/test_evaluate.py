@@ -1,7 +1,9 @@
 """End-to-end tests of `bioscan-stream evaluate` (jobs/evaluate.py -> zoo.evaluation) on the synthetic release.
 
-The session's 20k synthetic release as shards (`synth_shards`) -> `embed_shards` with the k-mer DNA encoder
-(train, key_unseen, test, test_unseen) -> retrieval, zero-shot clustering and probe reports from the store.
+The session's 20k synthetic release converted with the four splits the evaluations read (`eval_shards`: the
+shared `synth_shards` set has no key_unseen, and adding it there shifts another job's random-init probe
+test) -> `embed_shards` with the k-mer DNA encoder and a ViT-Ti -> retrieval, zero-shot clustering and
+probe reports from the stores.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import ray
+from helpers_dna import with_stub_images
 
+from jobs import convert
 from jobs.cli import main as cli_main
 from jobs.evaluate import main
 from zoo.embedding import EmbedConfig, embed_shards, read_embeddings
@@ -22,11 +27,22 @@ SPLITS = ("train", "key_unseen", "test", "test_unseen")
 
 
 @pytest.fixture(scope="module")
-def kmer_store(synth_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def eval_shards(release_20k: tuple[Path, pa.Table], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`jobs.convert` of the 20k release (1-pixel stub images) into OUT with train, key_unseen, test, test_unseen."""
+    release, table = release_20k
+    tmp = tmp_path_factory.mktemp("eval-shards")
+    root = with_stub_images(release, tmp / "release", table, splits=SPLITS)
+    args = [str(root), str(tmp / "out"), "--splits", *SPLITS, "--workers", "2", "--no-progress"]
+    assert convert.main(args) == 0
+    return tmp / "out"
+
+
+@pytest.fixture(scope="module")
+def kmer_store(eval_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     out = tmp_path_factory.mktemp("eval") / "kmer"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        shards = str(synth_shards / "cropped_256")
+        shards = str(eval_shards / "cropped_256")
         embed_shards(EmbedConfig(shards, str(out), "kmer_freq_k5", splits=SPLITS, progress=False))
     finally:
         ray.shutdown()
@@ -125,3 +141,33 @@ def test_ann_index_of_another_encoder_is_refused(kmer_store: str, tmp_path: Path
     config = RetrievalConfig(stores=(("dna", kmer_store),), indices=(("dna", index),))
     with pytest.raises(EncoderMismatchError, match="rebuild the index from this store"):
         evaluate_retrieval(config)
+
+
+@pytest.fixture(scope="module")
+def image_store(eval_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A ViT-Ti (64 px, random init) store of the same splits; the fixture's images are 1-pixel stubs."""
+    out = tmp_path_factory.mktemp("eval") / "vit"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        config = EmbedConfig(str(eval_shards / "cropped_256"), str(out), "vit_tiny_patch16_224", splits=SPLITS,
+                             overrides=(("img_size", 64),), batch_size=32, progress=False)  # fmt: skip
+        embed_shards(config)
+    finally:
+        ray.shutdown()
+    yield str(out)
+
+
+def test_image_and_dna_stores_together(kmer_store: str, image_store: str, tmp_path: Path) -> None:
+    out = tmp_path / "both"
+    stores = ["--store", f"dna={kmer_store}", "--store", f"image={image_store}"]
+    assert main(["retrieval", *stores, "--out", str(out)]) == 0
+    results = json.loads((out / "retrieval.json").read_text())
+    assert list(results["pairs"]) == ["dna->dna", "image->image"]  # 1024-d k-mers vs 192-d ViT: no cross pair
+    rows = {name: store["rows"] for name, store in results["stores"].items()}
+    assert rows["dna"] == rows["image"]  # joined on processid
+    assert results["pairs"]["dna->dna"]["grid"]["unseen"]["micro"]["genus"]["1"] > 0.5
+    with pytest.raises(ValueError, match="image->dna: image store .* is 192-d but dna store .* is 1024-d"):
+        main(["retrieval", *stores, "--pair", "image:dna", "--out", str(out)])
+    assert main(["clustering", *stores, "--out", str(out), "--no-scatter"]) == 0
+    clusters = json.loads((out / "clustering.json").read_text())
+    assert clusters["n_features"] == 192 + 1024 and clusters["ami"]["genus"] > 0.3

@@ -78,15 +78,32 @@ class ClusteringConfig:
     scatter: bool = True
 
 
+def _column_stats(x: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """Column mean and population std, accumulated in float64 over row chunks (no float64 copy of `x`)."""
+    total = np.zeros(x.shape[1])
+    for start in range(0, len(x), chunk):
+        total += x[start : start + chunk].sum(axis=0, dtype=np.float64)
+    mean = total / max(len(x), 1)
+    square = np.zeros(x.shape[1])
+    for start in range(0, len(x), chunk):
+        square += ((x[start : start + chunk] - mean) ** 2).sum(axis=0)
+    return mean, np.sqrt(square / max(len(x), 1))
+
+
 def zscore(x: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
-    """Element-wise z-score of `x` (column mean, population std) within each group of rows (None: one group)."""
+    """Element-wise z-score of `x` (column mean, population std) within each group of rows (None: one group).
+
+    A constant column becomes 0. Float32 out; statistics in float64; memory ~ one float32 copy of `x`.
+    """
     out = np.empty(x.shape, dtype=np.float32)
     keys = np.zeros(len(x), dtype=np.int64) if groups is None else np.unique(groups, return_inverse=True)[1]
     for g in np.unique(keys):
-        rows = keys == g
-        part = x[rows].astype(np.float64)
-        std = part.std(axis=0)
-        out[rows] = (part - part.mean(axis=0)) / np.where(std > 0, std, 1.0)
+        rows = np.flatnonzero(keys == g)
+        part = x[rows].astype(np.float32, copy=False)
+        mean, std = _column_stats(part)
+        part = part - mean.astype(np.float32)
+        part /= np.where(std > 0, std, 1.0).astype(np.float32)
+        out[rows] = part
     return out
 
 
@@ -115,7 +132,8 @@ def clustering_features(config: ClusteringConfig) -> tuple[np.ndarray, LabelledV
             blocks.append(table.vectors.astype(np.float32))
         else:
             blocks.append(zscore(table.vectors, groups if config.zscore == "per_split" else None))
-    return np.hstack(blocks) if len(blocks) > 1 else blocks[0], tables[0]
+    labels = LabelledVectors(np.zeros((len(tables[0]), 0), np.float32), tables[0].columns)  # vectors freed
+    return np.hstack(blocks) if len(blocks) > 1 else blocks[0], labels
 
 
 def umap_reduce(x: np.ndarray, seed: int, config: ClusteringConfig) -> tuple[np.ndarray, Any]:
