@@ -262,7 +262,7 @@ def _build(config: IndexConfig, spec: IndexSpec, files: StoreFiles, sample: _Sam
             reports = build_shards(jobs, parallel=True)
     else:
         reports = build_shards(jobs, parallel=False)
-    run.shards.extend({"file": r["path"].rsplit("/", 1)[-1], **{k: r[k] for k in ("skipped", "seconds")}}
+    run.shards.extend({"file": r["path"].rsplit("/", 1)[-1], **{k: r[k] for k in ("skipped", "seconds", "cpu_seconds")}}
                       for r in reports)  # fmt: skip
     clock = run.add("add", clock)
     index = merge_shards(spec, [job.path for job in jobs], files.dim)

@@ -112,8 +112,8 @@ class ShardJob:
 def build_shard(job: ShardJob) -> dict[str, Any]:
     """Build and write one shard (skipped when its file exists: files are written atomically)."""
     if url_exists(job.path):
-        return {"path": job.path, "skipped": True, "seconds": 0.0}
-    clock, saved = time.perf_counter(), faiss.omp_get_max_threads()
+        return {"path": job.path, "skipped": True, "seconds": 0.0, "cpu_seconds": 0.0}
+    clock, cpu, saved = time.perf_counter(), time.process_time(), faiss.omp_get_max_threads()
     if job.threads:
         faiss.omp_set_num_threads(job.threads)
     try:
@@ -132,7 +132,8 @@ def build_shard(job: ShardJob) -> dict[str, Any]:
         write_index(index, job.path)
     finally:
         faiss.omp_set_num_threads(saved)
-    return {"path": job.path, "skipped": False, "seconds": round(time.perf_counter() - clock, 3)}
+    seconds, cpu_seconds = round(time.perf_counter() - clock, 3), round(time.process_time() - cpu, 3)
+    return {"path": job.path, "skipped": False, "seconds": seconds, "cpu_seconds": cpu_seconds}
 
 
 def build_shards(jobs: list[ShardJob], *, parallel: bool) -> list[dict[str, Any]]:
