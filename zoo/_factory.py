@@ -15,8 +15,9 @@ from typing import Any
 
 import zoo.models  # noqa: F401  (registers the families)
 from zoo._registry import family_entrypoint, model_entrypoint
+from zoo._registry import list_models as list_models
 
-__all__ = ["create_model", "parse_overrides"]
+__all__ = ["create_model", "list_models", "parse_overrides"]
 
 
 def create_model(name: str, pretrained: str | Path | None = None, **overrides: Any) -> Any:

@@ -5,14 +5,21 @@ results = evaluate_clustering(ClusteringConfig(stores=(("dna", "stores/dna"),), 
 write_retrieval_report(results, "reports/")   # retrieval.json, retrieval.md (Table 5 layout), retrieval.png
 """
 
-from zoo.evaluation.clustering import ClusteringConfig as ClusteringConfig
-from zoo.evaluation.clustering import evaluate_clustering as evaluate_clustering
-from zoo.evaluation.probe import probe_store as probe_store
-from zoo.evaluation.report import write_clustering_report as write_clustering_report
-from zoo.evaluation.report import write_retrieval_report as write_retrieval_report
-from zoo.evaluation.retrieval import RetrievalConfig as RetrievalConfig
-from zoo.evaluation.retrieval import evaluate_retrieval as evaluate_retrieval
-from zoo.evaluation.search import exact_topk as exact_topk
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from zoo._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from zoo.evaluation.clustering import ClusteringConfig as ClusteringConfig
+    from zoo.evaluation.clustering import evaluate_clustering as evaluate_clustering
+    from zoo.evaluation.probe import probe_store as probe_store
+    from zoo.evaluation.report import write_clustering_report as write_clustering_report
+    from zoo.evaluation.report import write_retrieval_report as write_retrieval_report
+    from zoo.evaluation.retrieval import RetrievalConfig as RetrievalConfig
+    from zoo.evaluation.retrieval import evaluate_retrieval as evaluate_retrieval
+    from zoo.evaluation.search import exact_topk as exact_topk
 
 __all__ = [
     "ClusteringConfig",
@@ -24,3 +31,17 @@ __all__ = [
     "write_clustering_report",
     "write_retrieval_report",
 ]
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "ClusteringConfig": "zoo.evaluation.clustering",
+        "evaluate_clustering": "zoo.evaluation.clustering",
+        "probe_store": "zoo.evaluation.probe",
+        "write_clustering_report": "zoo.evaluation.report",
+        "write_retrieval_report": "zoo.evaluation.report",
+        "RetrievalConfig": "zoo.evaluation.retrieval",
+        "evaluate_retrieval": "zoo.evaluation.retrieval",
+        "exact_topk": "zoo.evaluation.search",
+    },
+)
