@@ -38,6 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray runtime")
     p.add_argument("--rerank", type=int, default=10, help="PQ: re-rank the top k*RERANK candidates exactly")
     p.add_argument("--flat-max-rows", type=int, default=20_000, help="auto: exact Flat up to this many rows")
+    p.add_argument("--ef-construction", type=int, default=200, help="HNSW: graph build beam (faiss default 40)")
     return p.parse_args(argv)
 
 
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         num_cpus=args.num_cpus,
         rerank=args.rerank,
         flat_max_rows=args.flat_max_rows,
+        ef_construction=args.ef_construction,
     )
     try:
         meta = run_build(config)

@@ -119,6 +119,19 @@ def test_sharded_hnsw_is_index_shards_of_plain_files(stores: tuple, tmp_path: Pa
     assert _recall(hits, _exact(db, queries)) >= 0.93
 
 
+def test_hnsw_ef_construction_is_in_the_file_and_index_json(stores: tuple, tmp_path: Path) -> None:
+    """`ef_construction` (default 200, not faiss's 40) reaches the graph build and is recorded; the store's 5
+    files are added to the graph in one call (batches built a worse graph) and every row is indexed."""
+    db_store, _, _, _ = stores
+    meta = zoo.build_index(str(db_store), str(tmp_path / "ix"), factory="HNSW16", threads=1)
+    assert meta["ef_construction"] == 200
+    small = zoo.build_index(str(db_store), str(tmp_path / "ix80"), factory="HNSW16", threads=1, ef_construction=80)
+    plain = faiss.read_index(str(tmp_path / "ix80" / "index.faiss"))
+    assert small["ef_construction"] == 80 and plain.hnsw.efConstruction == 80 and plain.ntotal == N
+    with pytest.raises(ValueError, match="ef_construction"):
+        zoo.build_index(str(db_store), str(tmp_path / "bad"), factory="HNSW16", ef_construction=0)
+
+
 def test_rerun_skips_finished_shards(
     stores: tuple, tmp_path: Path, ray_local: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

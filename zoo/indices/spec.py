@@ -42,6 +42,9 @@ class IndexSpec:
     nlist: int = 0
     pq_m: int = 0
     hnsw_m: int = 0
+    #: HNSW graph build beam (`efConstruction`); 0 keeps faiss's default (40). Not part of the factory string:
+    #: `IndexConfig.ef_construction` sets it (default 200).
+    ef_construction: int = 0
 
     @property
     def rerank(self) -> bool:
