@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bioscan_stream.ray_runtime import ray_runtime
 from zoo._factory import parse_overrides
 from zoo.tasks.dna_sources import ListSource, SequenceSource, StreamSource
 from zoo.tasks.pretrain_loop import PretrainConfig, train_worker
@@ -86,7 +87,6 @@ def _ray_worker(loop_config: dict[str, Any]) -> None:
 
 
 def _fit_with_ray(cfg: PretrainConfig, source: SequenceSource, args: argparse.Namespace) -> None:
-    import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -100,12 +100,8 @@ def _fit_with_ray(cfg: PretrainConfig, source: SequenceSource, args: argparse.Na
         torch_config=TorchConfig(backend="nccl" if args.gpu else "gloo"),
         run_config=RunConfig(name="pretrain_barcodebert", storage_path=str(Path(cfg.output_dir) / "ray")),
     )
-    started = not ray.is_initialized()
-    try:
+    with ray_runtime():  # RAY_ADDRESS (set under `ray job submit`) is honoured by ray.init itself
         trainer.fit()
-    finally:
-        if started and ray.is_initialized():
-            ray.shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bioscan_stream.ray_runtime import ray_runtime
 from zoo.tasks.classify_data import TASKS, ClassTask, build_class_list, make_synthetic_shards
 from zoo.tasks.classify_task import ClassifyConfig, train_worker
 
@@ -88,7 +89,6 @@ def _ray_worker(loop_config: dict[str, Any]) -> None:
 
 
 def _fit_with_ray(cfg: ClassifyConfig, args: argparse.Namespace) -> None:
-    import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -102,12 +102,8 @@ def _fit_with_ray(cfg: ClassifyConfig, args: argparse.Namespace) -> None:
         torch_config=TorchConfig(backend="nccl" if args.gpu else "gloo"),
         run_config=RunConfig(name="train_classifier", storage_path=str(Path(cfg.output_dir) / "ray")),
     )
-    started = not ray.is_initialized()
-    try:
+    with ray_runtime():  # RAY_ADDRESS (set under `ray job submit`) is honoured by ray.init itself
         trainer.fit()
-    finally:
-        if started and ray.is_initialized():
-            ray.shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:

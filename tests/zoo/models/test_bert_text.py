@@ -9,7 +9,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: nothing here ma
 import csv  # noqa: E402
 import json  # noqa: E402
 import pickle  # noqa: E402
-import socket  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -28,16 +27,6 @@ RECORDS = [
     {"order": "Hymenoptera", "family": None, "genus": "", "species": None, "processid": "X1"},
     {"order": "Lepidoptera", "family": "Geometridae", "genus": "Eupithecia", "species": None},
 ]
-
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any connection attempt fails the test: weights never come from the network."""
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("network access from an offline test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
 @pytest.fixture(scope="module")

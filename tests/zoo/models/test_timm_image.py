@@ -10,7 +10,6 @@ import argparse  # noqa: E402
 import io  # noqa: E402
 import logging  # noqa: E402
 import pickle  # noqa: E402
-import socket  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -28,16 +27,6 @@ from zoo.models.timm_image import TimmImageEncoder, TimmImagePixels  # noqa: E40
 
 TINY = "vit_tiny_patch16_224"
 SMALL = {"img_size": 64}  # ViT-Ti at 64 px: 16 patches, a forward of a few images takes milliseconds
-
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any connection attempt fails the test: weights never come from the network."""
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("network access from an offline test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
 @pytest.fixture(scope="module")
