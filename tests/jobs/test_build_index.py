@@ -71,3 +71,34 @@ def test_ray_job_submit_sharded(ray_head: RayHead, stores: tuple[Path, Path], tm
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     meta = json.loads((out / "index.json").read_text())
     assert meta["n"] == 2500 and len(meta["shards"]) == 3 and not (out / "_partial").exists()
+
+
+def test_kill_9_then_rerun_gives_the_same_index(tmp_path: Path) -> None:
+    """The build (driver + its embedded Ray, one process group) is killed with SIGKILL once a shard is on disk;
+    the rerun skips the finished shards and writes the same index and ids as an uninterrupted build."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    x = clustered_vectors(60_000, 64, clusters=200, seed=7)
+    write_test_store(tmp_path / "db", x, [f"DB{i:05d}" for i in range(60_000)], "train", rows_per_file=10_000)
+    args = [sys.executable, "-m", "jobs.build_index", str(tmp_path / "db"), "--factory", "IVF64,Flat"]
+    args += ["--num-shards", "6", "--threads", "1", "--num-cpus", "1"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    subprocess.run([*args, "--out", str(whole)], env=env, cwd=REPO, check=True, capture_output=True, timeout=600)
+    proc = subprocess.Popen([*args, "--out", str(killed)], env=env, cwd=REPO, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not list(killed.rglob("shard-*.faiss")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert list(killed.rglob("shard-*.faiss")) and not (killed / "index.json").exists()
+    subprocess.run([*args, "--out", str(killed)], env=env, cwd=REPO, check=True, capture_output=True, timeout=600)
+    meta = json.loads((killed / "index.json").read_text())
+    assert any(s["skipped"] for s in meta["shards"]) and meta["n"] == 60_000
+    for name in ("index.faiss", "ids.parquet"):
+        assert (killed / name).read_bytes() == (whole / name).read_bytes(), name
