@@ -77,10 +77,10 @@ def _job(shards: Path, out: Path, model: str, split: str, batch: int, dedup: boo
 
 def _inputs(model: Any, shards: Path, split: str) -> dict[str, np.ndarray]:
     """Every input of the split, preprocessed in memory (what the limit loop forwards)."""
-    from zoo.embedding.sources import _samples, list_input_shards
+    from zoo.embedding.sources import list_input_shards, read_shard_samples
 
     values = [s[model.input_member] for shard in list_input_shards(str(shards), [split])[0]
-              for s in _samples(shard, frozenset({model.input_member}))]  # fmt: skip
+              for s in read_shard_samples(shard, frozenset({model.input_member}))]  # fmt: skip
     return model.preprocessor()(values).arrays
 
 

@@ -31,7 +31,7 @@ from bioscan_stream.stream.stages import CorruptShardError
 from bioscan_stream.stream.tarreader import TarFormatError, iter_tar_samples
 from zoo.embedding.store import LABEL_CODE_COLUMNS
 
-__all__ = ["InputShard", "ShardPayloads", "list_input_shards", "read_label_rows"]
+__all__ = ["InputShard", "ShardPayloads", "list_input_shards", "read_label_rows", "read_shard_samples"]
 
 #: A payload read task yields a block at whichever comes first: ~8 MB of payload (~280 JPEGs of ~29 KB) or
 #: 4,096 rows (~2.7 MB of barcodes); fewer, larger blocks keep Ray Data's per-block overhead off cheap models.
@@ -84,7 +84,7 @@ class _HashingReader:
         return data
 
 
-def _samples(shard: InputShard, members: frozenset[str]) -> Iterator[dict[str, Any]]:
+def read_shard_samples(shard: InputShard, members: frozenset[str]) -> Iterator[dict[str, Any]]:
     """Samples of the shard; any damage (format, count, sha256) raises `CorruptShardError` naming it."""
     try:
         with open_url(shard.url, "rb") as raw:
@@ -138,7 +138,7 @@ def read_label_rows(shard: InputShard, *, with_dna: bool) -> pa.Table:
     targets: list[bytes] = []
     digests: list[bytes] = []
     empty: list[bool] = []
-    for sample in _samples(shard, members):
+    for sample in read_shard_samples(shard, members):
         keys.append(sample["__key__"])
         metadata.append(sample[METADATA])
         targets.append(sample[TARGETS])
@@ -171,7 +171,7 @@ def _payload_blocks(shard: InputShard, member: str, rows: np.ndarray) -> Iterato
             }
         )
 
-    for position, sample in enumerate(_samples(shard, frozenset({member}))):
+    for position, sample in enumerate(read_shard_samples(shard, frozenset({member}))):
         if position in wanted:
             numbers.append(position)
             payloads.append(sample[member])

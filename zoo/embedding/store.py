@@ -51,6 +51,8 @@ __all__ = [
     "iter_embeddings",
     "read_embeddings",
     "read_store_index",
+    "read_store_table",
+    "vector_view",
     "store_file_name",
     "write_store_file",
 ]
@@ -176,13 +178,14 @@ def _entries(index: dict[str, Any], splits: Sequence[str] | None) -> list[dict[s
     return [f for split in wanted for f in index["splits"][split]["files"]]
 
 
-def _read_table(url: str, columns: list[str] | None) -> pa.Table:
+def read_store_table(url: str, columns: list[str] | None) -> pa.Table:
+    """One store file (local: memory-mapped; S3: one GET), only `columns`."""
     if is_s3(url):
         return pq.read_table(pa.BufferReader(read_bytes(url)), columns=columns)
     return pq.read_table(url, columns=columns, memory_map=True)
 
 
-def _vector_view(column: pa.ChunkedArray, dim: int) -> np.ndarray:
+def vector_view(column: pa.ChunkedArray, dim: int) -> np.ndarray:
     """The vectors of one file's embedding column as a numpy view of its buffers (either layout)."""
     parts = []
     for chunk in column.chunks:
@@ -225,10 +228,10 @@ def read_embeddings(
     vectors = np.empty((int(starts[-1]), dim), out_dtype)
 
     def read_one(i: int) -> pa.Table:
-        table = _read_table(join_url(store, entries[i]["path"]), project)
+        table = read_store_table(join_url(store, entries[i]["path"]), project)
         if table.num_rows != starts[i + 1] - starts[i]:
             raise ValueError(f"{entries[i]['path']}: {table.num_rows} rows, index.json says {entries[i]['rows']}")
-        vectors[starts[i] : starts[i + 1]] = _vector_view(table.column(EMBEDDING), dim)
+        vectors[starts[i] : starts[i + 1]] = vector_view(table.column(EMBEDDING), dim)
         return table.drop_columns([EMBEDDING])
 
     with ThreadPoolExecutor(_READ_THREADS) as pool:
@@ -246,6 +249,6 @@ def iter_embeddings(
     index = read_store_index(store)
     project, out_dtype = _projection(columns), _stored_dtype(index, dtype)
     for entry in _entries(index, splits):
-        table = _read_table(join_url(store, entry["path"]), project)
-        vectors = _vector_view(table.column(EMBEDDING), int(index["dim"])).astype(out_dtype, copy=False)
+        table = read_store_table(join_url(store, entry["path"]), project)
+        vectors = vector_view(table.column(EMBEDDING), int(index["dim"])).astype(out_dtype, copy=False)
         yield EmbeddingTable(vectors, table.drop_columns([EMBEDDING]))

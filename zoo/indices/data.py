@@ -23,7 +23,7 @@ import pyarrow as pa
 from bioscan_stream.storage import join_url
 
 # The store's own readers of its two embedding layouts (binary, list): one place knows the format.
-from zoo.embedding.store import EMBEDDING, _read_table, _vector_view, read_store_index
+from zoo.embedding.store import EMBEDDING, read_store_index, read_store_table, vector_view
 from zoo.indices.spec import _FAISS_GPU_AVAILABLE
 
 #: faiss's SWIG attributes the bundled stubs do not declare (GPU functions exist only in faiss-gpu).
@@ -103,12 +103,12 @@ def normalize(vectors: np.ndarray, names: Sequence[Any] | np.ndarray | None = No
 
 
 def _read_file(store: str, path: str, columns: list[str]) -> pa.Table:
-    return _read_table(join_url(store, path), columns)
+    return read_store_table(join_url(store, path), columns)
 
 
 def _vectors(table: pa.Table, dim: int) -> np.ndarray:
     """The embedding column as an (n, dim) view of its buffers (zero-copy from a memory-mapped local file)."""
-    return _vector_view(table.column(EMBEDDING), dim)
+    return vector_view(table.column(EMBEDDING), dim)
 
 
 def read_rows(files: StoreFiles, start: int, stop: int, batch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
