@@ -8,6 +8,10 @@ goes through the same path.
 Steps: expand the raw box by 1.4 (grow = 0.4 * max(w, h), edges truncated with `int()`), grow it to 4:3
 (portrait boxes to 3:4, then the crop is rotated 90 degrees so it is landscape), pad whatever lies outside
 the image with RGB (204, 218, 243), and resize so the shorter side is 256 (bicubic).
+
+Two named procedures (`CROP_PRESETS`, applied by `crop_with_preset`): `bioscan5m` (the steps above) and
+`bioscan1m` (the BIOSCAN-1M crops: the same 1.4 expansion, no 4:3 step, no rotation, pad (240, 240, 240);
+hence 1M `cropped_256` images of 279-375 x 256 rather than ~341 x 256).
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image
 
-from bioscan_stream.constants import CROP_EXPAND_RATIO, CROP_PAD_RGB, RESIZED_SHORT_SIDE
+from bioscan_stream.constants import CROP_ASPECT, CROP_EXPAND_RATIO, CROP_PAD_RGB, RESIZED_SHORT_SIDE
 
 Box = tuple[int, int, int, int]
 
@@ -67,11 +72,18 @@ def _grow_to_aspect(box: Box, aspect: float) -> Box:
     return x0, y0, x1, y0 + new_height
 
 
-def crop_geometry(box: Sequence[float], *, ratio: float = CROP_EXPAND_RATIO) -> CropGeometry:
-    """The crop window of a raw box: expanded by `ratio`, then grown to 4:3 (3:4 if taller than wide)."""
+def crop_geometry(
+    box: Sequence[float], *, ratio: float = CROP_EXPAND_RATIO, aspect: float | None = CROP_ASPECT
+) -> CropGeometry:
+    """The crop window of a raw box: expanded by `ratio`, then grown to `aspect` (its inverse if taller than wide).
+
+    `aspect=None` keeps the expanded box as it is and never rotates (the BIOSCAN-1M procedure).
+    """
     expanded = expand_box(box, ratio)
+    if aspect is None:
+        return CropGeometry(expanded, False)
     rotate = (expanded[3] - expanded[1]) > (expanded[2] - expanded[0])
-    return CropGeometry(_grow_to_aspect(expanded, 3 / 4 if rotate else 4 / 3), rotate)
+    return CropGeometry(_grow_to_aspect(expanded, 1 / aspect if rotate else aspect), rotate)
 
 
 def crop_window(image: Image.Image, window: Box, *, pad_rgb: tuple[int, int, int] = CROP_PAD_RGB) -> Image.Image:
@@ -89,10 +101,11 @@ def crop_from_box(
     box: Sequence[float],
     *,
     ratio: float = CROP_EXPAND_RATIO,
+    aspect: float | None = CROP_ASPECT,
     pad_rgb: tuple[int, int, int] = CROP_PAD_RGB,
 ) -> Image.Image:
-    """The `cropped` image of an original and its raw detection box (always landscape 4:3)."""
-    geometry = crop_geometry(box, ratio=ratio)
+    """The `cropped` image of an original and its raw detection box (landscape 4:3 with the default `aspect`)."""
+    geometry = crop_geometry(box, ratio=ratio, aspect=aspect)
     crop = crop_window(image, geometry.box, pad_rgb=pad_rgb)
     return crop.transpose(Image.Transpose.ROTATE_90) if geometry.rotate else crop
 
@@ -108,3 +121,41 @@ def short_side_size(size: tuple[int, int], short_side: int = RESIZED_SHORT_SIDE)
 def resize_short_side(image: Image.Image, short_side: int = RESIZED_SHORT_SIDE) -> Image.Image:
     """Bicubic resize so the shorter side is `short_side` (the `*_256` packages)."""
     return image.resize(short_side_size(image.size, short_side), Image.Resampling.BICUBIC)
+
+
+@dataclass(frozen=True)
+class CropPreset:
+    """A named box -> crop -> resize procedure: expansion ratio, aspect (None: keep the expanded box), padding."""
+
+    name: str
+    ratio: float = CROP_EXPAND_RATIO
+    aspect: float | None = CROP_ASPECT
+    pad_rgb: tuple[int, int, int] = CROP_PAD_RGB
+    short_side: int = RESIZED_SHORT_SIDE
+
+
+#: The procedures of the two releases (../shared/reference/cropping.md, "Two procedures").
+CROP_PRESETS: dict[str, CropPreset] = {
+    "bioscan5m": CropPreset("bioscan5m"),
+    "bioscan1m": CropPreset("bioscan1m", aspect=None, pad_rgb=(240, 240, 240)),
+}
+
+
+def get_crop_preset(preset: CropPreset | str) -> CropPreset:
+    """The preset itself, or the one named `preset` (`bioscan5m`, `bioscan1m`)."""
+    if isinstance(preset, CropPreset):
+        return preset
+    if preset not in CROP_PRESETS:
+        raise ValueError(f"unknown crop preset {preset!r}; known: {sorted(CROP_PRESETS)}")
+    return CROP_PRESETS[preset]
+
+
+def crop_with_preset(
+    image: Image.Image | np.ndarray, box: Sequence[float], preset: CropPreset | str = "bioscan5m"
+) -> tuple[Image.Image, Image.Image]:
+    """(`cropped`, `cropped_256`) of an original (PIL or RGB uint8 array) and its raw box, made as `preset` says."""
+    preset = get_crop_preset(preset)
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    cropped = crop_from_box(image, box, ratio=preset.ratio, aspect=preset.aspect, pad_rgb=preset.pad_rgb)
+    return cropped, resize_short_side(cropped, preset.short_side)

@@ -7,7 +7,16 @@ import pytest
 from PIL import Image
 
 from bioscan_stream.constants import CROP_PAD_RGB
-from bioscan_stream.crop import crop_from_box, crop_geometry, expand_box, resize_short_side, short_side_size
+from bioscan_stream.crop import (
+    CROP_PRESETS,
+    crop_from_box,
+    crop_geometry,
+    crop_with_preset,
+    expand_box,
+    get_crop_preset,
+    resize_short_side,
+    short_side_size,
+)
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +91,37 @@ def test_resize_is_bicubic(coded: Image.Image) -> None:
     crop = crop_from_box(coded, (100, 100, 200, 150))
     expected = crop.resize((341, 256), Image.Resampling.BICUBIC)
     assert resize_short_side(crop).tobytes() == expected.tobytes()
+
+
+def test_bioscan5m_preset_is_the_published_procedure(coded: Image.Image) -> None:
+    cropped, cropped_256 = crop_with_preset(coded, (500, 300, 550, 400), "bioscan5m")
+    assert cropped.tobytes() == crop_from_box(coded, (500, 300, 550, 400)).tobytes()
+    assert cropped_256.tobytes() == resize_short_side(cropped).tobytes()
+
+
+def test_bioscan1m_preset_expands_only_never_rotates(coded: Image.Image) -> None:
+    cropped, _ = crop_with_preset(coded, (500, 300, 550, 400), "bioscan1m")  # portrait box stays portrait
+    assert expand_box((500, 300, 550, 400)) == (480, 280, 570, 420)
+    assert cropped.size == (90, 140)
+    assert _at(cropped, 0, 0) == _coded_pixel(480, 280)
+    assert _at(cropped, 89, 139) == _coded_pixel(569, 419)
+    padded, _ = crop_with_preset(np.asarray(coded), (0, 0, 50, 40), "bioscan1m")
+    assert padded.size == (70, 60) and _at(padded, 0, 0) == (240, 240, 240)
+    assert _at(padded, 10, 10) == _coded_pixel(0, 0)
+
+
+def test_bioscan1m_preset_reproduces_the_1m_cropped_256_sizes(coded: Image.Image) -> None:
+    """Landscape boxes with height/width 0.56-0.88 (the 1M specimens) give 279-375 x 256, 5M gives ~341 x 256."""
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        width = int(rng.integers(60, 700))
+        height = round(width * rng.uniform(0.56, 0.88))
+        x0, y0 = int(rng.integers(0, 1024 - width)), int(rng.integers(0, 768 - height))
+        box = (x0, y0, x0 + width, y0 + height)
+        _, cropped_256 = crop_with_preset(coded, box, "bioscan1m")
+        assert cropped_256.height == 256 and 279 <= cropped_256.width <= 375, (box, cropped_256.size)
+        width_5m, height_5m = crop_with_preset(coded, box, "bioscan5m")[1].size
+        assert height_5m == 256 and abs(width_5m - 341) <= 1  # 4:3 to the whole pixel
+    assert get_crop_preset("bioscan1m") is CROP_PRESETS["bioscan1m"]
+    with pytest.raises(ValueError, match="unknown crop preset"):
+        get_crop_preset("bioscan2m")
