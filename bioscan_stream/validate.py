@@ -35,7 +35,13 @@ UNKNOWN_SPLIT = "unknown_split"
 BAD_BARCODE = "bad_barcode"
 MISSING_IMAGE = "missing_image"
 UNREADABLE_IMAGE = "unreadable_image"
-REASONS: tuple[str, ...] = (MALFORMED_ROW, UNKNOWN_SPLIT, BAD_BARCODE, MISSING_IMAGE, UNREADABLE_IMAGE)
+#: The crop job: the detector found no insect (not a photo of a well: uniform, black, ...), or its box lies
+#: outside the image.
+NO_DETECTION = "no_detection"
+BOX_OUTSIDE_IMAGE = "box_outside_image"
+REASONS: tuple[str, ...] = (
+    MALFORMED_ROW, UNKNOWN_SPLIT, BAD_BARCODE, MISSING_IMAGE, UNREADABLE_IMAGE, NO_DETECTION, BOX_OUTSIDE_IMAGE
+)  # fmt: skip
 
 #: IUPAC nucleotide codes. The format page lists A/C/G/T/N "and other IUPAC letters"; gaps ('-'),
 #: lower case and anything else are not part of the released barcodes, so they are rejected.
