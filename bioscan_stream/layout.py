@@ -120,6 +120,10 @@ class MissingImage(FileNotFoundError):
         )
 
 
+class CorruptImage(ValueError):
+    """An image entry exists but cannot be read as bytes (e.g. an HDF5 dataset that is not 1-D uint8)."""
+
+
 @dataclass(frozen=True)
 class ZipIndex:
     """Where every member of a set of zips lies, in flat numpy arrays sorted by a 64-bit name hash.

@@ -48,6 +48,16 @@ def release_20k(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pa.Tabl
     return root, write_release(root, samples=SYNTH_SAMPLES, seed=0, images=False)
 
 
+@pytest.fixture(scope="session")
+def release_1m(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pa.Table]:
+    """A synthetic BIOSCAN-1M release (~540 records of a 2,500-record 5M world, parts of 40 images, cropped_256
+    as tree, zip and HDF5; ~8 s), written once per session: its root and table. Treat it as read-only."""
+    from bioscan_stream.synth.release1m import write_release_1m
+
+    root = tmp_path_factory.mktemp("synth1m")
+    return root, write_release_1m(root, samples=2_500, seed=0, part_size=40, workers=2)
+
+
 def _free_port() -> int:
     import socket
 
