@@ -1,0 +1,353 @@
+"""The `classical` detector: the insect found against the well floor, no weights (crop job -> **detector**).
+
+The default detector of the crop job (`zoo.detectors.create_detector("classical")`). BIOSCAN photos show one
+organism lying in a round plate well: a smooth grey-blue floor, a bright/dark rim around it, out-of-focus
+plate beyond (../shared/reference/cropping.md). The detector works on a reduced copy of the photo (height
+`work_height`, 256 by default) and maps its box back to original pixels:
+
+1. the well: pixels that look like the floor (near its colour, smooth) form one region; a circle fitted to that
+   region's outline, trimmed of points the insect pushes inwards, is the well, and everything beyond
+   `rim_margin` inside it is ignored, so the rim can never merge into the box;
+2. the floor's lighting: a quadratic surface per opponent colour channel, fitted robustly to the floor pixels
+   (insect, specks and reflections fall out as outliers);
+3. the insect: per pixel, how much darker and how differently coloured than the floor it is (brighter counts
+   less: reflections and arcs are bright and grey), in units of the floor's own noise; hysteresis from
+   strong seeds down to a weak threshold reaches faint legs, antennae and wing veins; fragments near the
+   main body (thin legs break up at low resolution) join it;
+4. a confidence in [0, 1] from the contrast of the organism, how much of the well's foreground it holds, and
+   whether it runs into the rim or the frame (where the box may be cut).
+
+Images that are not a well photo (uniform, black) and empty wells come back with no box and a reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from zoo.detectors.base import Box, Detection, register_detector
+
+__all__ = ["ClassicalConfig", "ClassicalDetector"]
+
+
+@dataclass(frozen=True)
+class ClassicalConfig:
+    """Settings of the classical detector (written into the crop job's manifest through `fingerprint()`)."""
+
+    work_height: int = 256  # the photo is reduced by an integer factor to about this height
+    rim_margin: float = 0.025  # fraction of the working height kept clear inside the fitted rim
+    strong_sigma: float = 9.0  # seed pixels: this many floor-noise units from the floor
+    weak_sigma: float = 3.5  # pixels reached from the seeds (legs, antennae, wings)
+    min_contrast: float = 12.0  # and at least this far from the floor in colour units, whatever the noise
+    bright_weight: float = 0.1  # weight of "brighter than the floor" (reflections are bright, floor-tinted)
+    join_distance: float = 0.04  # fragments within this fraction of the working height join the body
+    min_seed_pixels: int = 3  # a component needs this many seed pixels to count
+
+
+@dataclass
+class _Analysis:
+    """What the detector saw in one working image (the box in working pixels; kept for figures and tests)."""
+
+    scale: tuple[float, float]
+    box: tuple[int, int, int, int] | None
+    score: float
+    reason: str = ""
+    circle: tuple[float, float, float] | None = None
+    mask: np.ndarray | None = None  # the organism's pixels
+
+
+def _working_image(image: np.ndarray, work_height: int) -> tuple[np.ndarray, tuple[float, float]]:
+    """The photo reduced by an integer factor (box average) to about `work_height`, as float32, and the scale."""
+    height, width = image.shape[:2]
+    factor = max(1, height // work_height)
+    if factor > 1:
+        reduced = np.asarray(Image.fromarray(image).reduce(factor), dtype=np.float32)
+    else:
+        reduced = image.astype(np.float32)
+    return reduced, (width / reduced.shape[1], height / reduced.shape[0])
+
+
+def _opponent(work: np.ndarray) -> np.ndarray:
+    """(3, h, w): luminance, red-green, yellow-blue (insects are brown/dark; the floor grey-blue)."""
+    red, green, blue = work[..., 0], work[..., 1], work[..., 2]
+    return np.stack([(red + green + blue) / 3, red - green, (red + green) / 2 - blue])
+
+
+def _half(opp: np.ndarray) -> np.ndarray:
+    """(3, h // 2, w // 2): 2x2 block means."""
+    _, height, width = opp.shape
+    even = opp[:, : height // 2 * 2, : width // 2 * 2]
+    return even.reshape(3, height // 2, 2, width // 2, 2).mean(axis=(2, 4))
+
+
+def _fit_circle(points: np.ndarray) -> tuple[float, float, float] | None:
+    """Algebraic (Kasa) least-squares circle through (n, 2) points, or None when it is degenerate."""
+    if len(points) < 3:
+        return None
+    x, y = points[:, 0], points[:, 1]
+    design = np.column_stack([x, y, np.ones_like(x)])
+    try:  # normal equations: a 3x3 solve (lstsq's SVD costs milliseconds on a loaded box)
+        solution = np.linalg.solve(design.T @ design, design.T @ (x * x + y * y))
+    except np.linalg.LinAlgError:
+        return None
+    cx, cy = solution[0] / 2, solution[1] / 2
+    r2 = solution[2] + cx * cx + cy * cy
+    return (float(cx), float(cy), float(np.sqrt(r2))) if r2 > 0 else None
+
+
+def _ransac_circle(
+    points: np.ndarray, tolerance: float, radius_range: tuple[float, float], trials: int = 256
+) -> tuple[float, float, float] | None:
+    """The circle through the most `points` (within `tolerance`): the rim's arcs, not the insect or leaks.
+
+    Circles through random point triples (a fixed seed: the same photo always gives the same box), scored all
+    at once; the winner is refitted by least squares to its inliers.
+    """
+    if len(points) < 20:
+        return None
+    rng = np.random.default_rng(0)
+    if len(points) > 800:
+        points = points[rng.choice(len(points), 800, replace=False)]
+    triples = points[rng.integers(0, len(points), (trials, 3))]  # (t, 3, 2)
+    (ax, ay), (bx, by), (cx, cy) = (triples[:, i].T for i in range(3))
+    det = 2 * (ax * (by - cy) + bx * (cy - ay) + cx * (ay - by))
+    ok = np.abs(det) > 1e-6
+    det = np.where(ok, det, 1.0)
+    a2, b2, c2 = ax * ax + ay * ay, bx * bx + by * by, cx * cx + cy * cy
+    ux = (a2 * (by - cy) + b2 * (cy - ay) + c2 * (ay - by)) / det
+    uy = (a2 * (cx - bx) + b2 * (ax - cx) + c2 * (bx - ax)) / det
+    radius = np.hypot(ax - ux, ay - uy)
+    ok &= (radius > radius_range[0]) & (radius < radius_range[1])
+    if not ok.any():
+        return None
+    ux, uy, radius = ux[ok], uy[ok], radius[ok]
+    distance = np.hypot(points[:, None, 0] - ux, points[:, None, 1] - uy)  # (n, t)
+    support = (np.abs(distance - radius) < tolerance).sum(0)
+    best = int(np.argmax(support))
+    inliers = np.abs(distance[:, best] - radius[best]) < tolerance
+    return _fit_circle(points[inliers])
+
+
+def _floor_reference(opp: np.ndarray, gradient: np.ndarray) -> np.ndarray:
+    """The floor's colour: the most common luminance among smooth pixels, and the median colour there.
+
+    A mode, not a median of the centre, because a frame-filling insect covers the centre.
+    """
+    smooth = gradient < np.median(gradient)
+    luminance = opp[0][smooth]
+    counts, edges = np.histogram(luminance, bins=64, range=(0, 256))
+    counts = np.convolve(counts, np.ones(3), mode="same")
+    peak = edges[np.argmax(counts)] + 2.0
+    near = np.abs(luminance - peak) < 8
+    return np.median(opp[:, smooth][:, near], axis=1)
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    """Pixels of `mask` with a 4-neighbour outside it, or on the frame (an erosion, by array shifts: faster)."""
+    interior = np.zeros_like(mask)
+    interior[1:-1, 1:-1] = mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
+    return mask & ~interior
+
+
+def _holes(mask: np.ndarray) -> np.ndarray:
+    """The parts of ~mask that do not reach the frame (a labelling: `binary_fill_holes` is 10x slower)."""
+    labels, _ = ndimage.label(~mask)
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    return (labels > 0) & ~np.isin(labels, border)
+
+
+def _well_circle(opp: np.ndarray, reference: np.ndarray, gradient: np.ndarray) -> tuple[float, float, float] | None:
+    """The well's inner circle (cx, cy, r) in working pixels, from the outline of the floor region."""
+    _, height, width = opp.shape
+    floorlike = (np.abs(opp[0] - reference[0]) < 22) & (np.abs(opp[1:] - reference[1:, None, None]).max(0) < 10)
+    floorlike &= gradient < 40
+    labels, count = ndimage.label(floorlike)
+    if count == 0:
+        return None
+    floor = labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1
+    floor |= _holes(floor)
+    outline = _outline(floor)
+    outline[[0, -1], :] = outline[:, [0, -1]] = False  # the frame edge is not the rim
+    ys, xs = np.nonzero(outline)
+    points = np.column_stack([xs, ys]).astype(np.float64)
+    return _ransac_circle(points, 0.012 * height, (0.4 * height, 0.75 * width))
+
+
+def _floor_lighting(opp: np.ndarray, inside: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """(3, h, w) floor colour per pixel: a quadratic surface per channel, fitted robustly to floor pixels.
+
+    Pixels far from the floor's colour (the insect) are left out before the fit, and the worst residuals are
+    dropped once after it, so a large insect does not tilt the floor.
+    """
+    _, height, width = opp.shape
+    ys, xs = np.nonzero(inside[::4, ::4])
+    ys, xs = ys * 4, xs * 4
+    samples = opp[:, ys, xs]
+    keep = (np.abs(samples[0] - reference[0]) < 30) & (np.abs(samples[1:] - reference[1:, None]).max(0) < 12)
+    u, v = (xs - width / 2) / height, (ys - height / 2) / height
+    design = np.column_stack([np.ones_like(u), u, v, u * u, u * v, v * v])
+    if keep.sum() < 12:
+        return np.broadcast_to(reference[:, None, None], opp.shape).astype(np.float32)
+    for _ in range(2):
+        rows = design[keep]
+        coef = np.linalg.solve(rows.T @ rows + 1e-6 * np.eye(6), rows.T @ samples[:, keep].T)  # (6, 3)
+        residual = np.abs(design @ coef - samples.T).max(1)
+        keep &= residual < max(3 * np.median(residual[keep]), 2.0)
+    gu = ((np.arange(width, dtype=np.float32) - width / 2) / height)[None, :]
+    gv = ((np.arange(height, dtype=np.float32) - height / 2) / height)[:, None]
+    c = coef.astype(np.float32)[:, :, None, None]  # (6, 3, 1, 1): evaluated by broadcasting, no (6, h, w) basis
+    return c[0] + c[1] * gu + c[2] * gv + c[3] * (gu * gu) + c[4] * (gu * gv) + c[5] * (gv * gv)
+
+
+def _foreground_score(opp: np.ndarray, floor: np.ndarray, config: ClassicalConfig) -> np.ndarray:
+    """Distance of each pixel from the floor: darker and colour shifts in full, brighter at `bright_weight`.
+
+    The well's reflections (spots and arcs up to 60 levels brighter) keep the floor's tint (measured on the
+    fixture photos: c1, c2 within 5 of the floor's), so they score low while pale yellow or green insects
+    still stand out by colour.
+    """
+    darker = floor[0] - opp[0]
+    shade = np.maximum(darker, -config.bright_weight * darker)
+    return shade + np.hypot(opp[1] - floor[1], opp[2] - floor[2])
+
+
+def _inside_mask(shape: tuple[int, int], circle: tuple[float, float, float] | None, margin: float) -> np.ndarray:
+    """Pixels inside the well, `margin` pixels clear of the rim; without a circle, all but a frame band."""
+    height, width = shape
+    if circle is None:
+        inside = np.zeros(shape, dtype=bool)
+        band = max(1, round(margin))
+        inside[band:-band, band:-band] = True
+        return inside
+    ys, xs = np.ogrid[0:height, 0:width]
+    return (xs - circle[0]) ** 2 + (ys - circle[1]) ** 2 < (circle[2] - margin) ** 2
+
+
+def _thresholds(score: np.ndarray, inside: np.ndarray, config: ClassicalConfig) -> tuple[float, float]:
+    """(weak, strong) score thresholds from the floor's own noise (robust spread of the score in the well)."""
+    values = score[inside]
+    noise = 1.4826 * float(np.median(np.abs(values - np.median(values)))) + float(np.median(values))
+    weak = max(config.weak_sigma * noise, config.min_contrast)
+    return weak, max(config.strong_sigma * noise, 2.5 * config.min_contrast)
+
+
+def _grow_box(
+    box: list[int], objects: list[tuple[slice, slice] | None], members: np.ndarray, candidates: np.ndarray, gap: float
+) -> None:
+    """Add to `members` (and `box`) every `candidates` component within `gap` of the box, until none is left."""
+    changed = True
+    while changed:
+        changed = False
+        for index in np.flatnonzero(candidates & ~members):
+            rows, cols = objects[index]  # type: ignore[misc]
+            if (
+                cols.start <= box[2] + gap
+                and cols.stop >= box[0] - gap
+                and rows.start <= box[3] + gap
+                and rows.stop >= box[1] - gap
+            ):
+                members[index] = changed = True
+                box[0], box[1] = min(box[0], cols.start), min(box[1], rows.start)
+                box[2], box[3] = max(box[2], cols.stop), max(box[3], rows.stop)
+
+
+Circle = tuple[float, float, float]  # cx, cy, r in working pixels
+
+
+def _find_well(opp: np.ndarray, config: ClassicalConfig) -> tuple[Circle | None, np.ndarray, np.ndarray]:
+    """(circle or None, floor colour per pixel, pixels inside the well clear of the rim), in working pixels."""
+    height, width = opp.shape[1:]
+    half = _half(opp)  # the floor's colour and the rim need no more than half the working resolution
+    gradient = np.hypot(ndimage.sobel(half[0], 0), ndimage.sobel(half[0], 1))
+    reference = _floor_reference(half, gradient)
+    circle = _well_circle(half, reference, gradient)
+    circle = None if circle is None else (2 * circle[0] + 0.5, 2 * circle[1] + 0.5, 2 * circle[2])
+    inside = _inside_mask((height, width), circle, config.rim_margin * height)
+    return circle, _floor_lighting(opp, inside, reference), inside
+
+
+def _analyse(image: np.ndarray, config: ClassicalConfig) -> _Analysis:
+    """Find the insect in one RGB photo (see the module docstring for the steps)."""
+    work, scale = _working_image(image, config.work_height)
+    opp = _opponent(work)
+    if float(np.percentile(opp[0], 90)) < 40.0:  # a well floor is light grey (175-215 on the fixture photos)
+        return _Analysis(scale, None, 0.0, "dark_image")
+    if float(opp[0].std()) < 3.0:  # no rim, no floor lighting, no organism
+        return _Analysis(scale, None, 0.0, "uniform_image")
+    circle, floor, inside = _find_well(opp, config)
+    score = _foreground_score(opp, floor, config)
+    score[~inside] = 0.0
+    weak_threshold, strong_threshold = _thresholds(score, inside, config)
+    labels, count = ndimage.label(score > weak_threshold, np.ones((3, 3), bool))
+    flat = labels.ravel()
+    seeds = np.bincount(labels[score > strong_threshold], minlength=count + 1)[1:]
+    if not (seeds >= config.min_seed_pixels).any():
+        return _Analysis(scale, None, 0.0, "no_specimen_found", circle)
+    mass = np.bincount(flat, weights=score.ravel(), minlength=count + 1)[1:]
+    main = int(np.argmax(np.where(seeds >= config.min_seed_pixels, mass, -1.0)))
+    # fragments that may join the body: darker than the floor on average (legs, antennae, specks), not the
+    # floor-tinted fringes of reflections
+    darkness = np.bincount(flat, weights=(floor[0] - opp[0]).ravel(), minlength=count + 1)[1:]
+    objects = ndimage.find_objects(labels)
+    rows, cols = objects[main]  # type: ignore[misc]
+    box = [cols.start, rows.start, cols.stop, rows.stop]
+    members = np.zeros(count, dtype=bool)
+    members[main] = True
+    _grow_box(box, objects, members, darkness > 0, config.join_distance * opp.shape[1])
+    selected = np.isin(labels, np.flatnonzero(members) + 1)
+    confidence = _confidence(mass, seeds, members, selected, inside, circle is not None)
+    return _Analysis(scale, (box[0], box[1], box[2], box[3]), confidence, "", circle, selected)
+
+
+def _confidence(
+    mass: np.ndarray, seeds: np.ndarray, members: np.ndarray, selected: np.ndarray, inside: np.ndarray, found_well: bool
+) -> float:
+    """How sure the box is: the share of the well's foreground it holds, its seed strength, rim/frame contact."""
+    isolation = float(mass[members].sum() / mass.sum())
+    strength = min(1.0, float(seeds[members].sum()) / 12.0)
+    touches = bool((selected & _outline(inside)).any())
+    return round(isolation * strength * (0.7 if touches else 1.0) * (1.0 if found_well else 0.6), 4)
+
+
+@register_detector("classical")
+class ClassicalDetector:
+    """The insect against the well floor, found without weights (see the module docstring)."""
+
+    name = "classical"
+
+    def __init__(self, **settings: Any) -> None:
+        """Settings are `ClassicalConfig` fields (e.g. `work_height=512`)."""
+        self.config = ClassicalConfig(**settings)
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[Detection]:
+        """One detection per RGB uint8 photo, its box in the photo's own pixels."""
+        return [self._detect_one(np.asarray(image)) for image in images]
+
+    def _detect_one(self, image: np.ndarray) -> Detection:
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or min(image.shape[:2]) < 16:
+            return Detection(None, 0.0, f"not_an_rgb_photo: shape {image.shape}, dtype {image.dtype}")
+        analysis = _analyse(image, self.config)
+        if analysis.box is None:
+            return Detection(None, 0.0, analysis.reason)
+        return Detection(_to_original(analysis.box, analysis.scale, image.shape[:2]), analysis.score)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Name and settings (no weights)."""
+        return {"name": self.name, **asdict(self.config)}
+
+
+def _to_original(box: tuple[int, int, int, int], scale: tuple[float, float], shape: tuple[int, int]) -> Box:
+    """A working-pixel box (end exclusive) in original pixels, clipped to the photo."""
+    sx, sy = scale
+    height, width = shape
+    return (
+        round(min(box[0] * sx, width), 1),
+        round(min(box[1] * sy, height), 1),
+        round(min(box[2] * sx, width), 1),
+        round(min(box[3] * sy, height), 1),
+    )
