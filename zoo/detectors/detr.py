@@ -81,7 +81,10 @@ def _quiet_from_pretrained(*args: Any, **kwargs: Any) -> tuple[DetrForObjectDete
     """`from_pretrained` with its loading-info dict and without its progress bar (it would flood job logs)."""
     hf_logging.disable_progress_bar()
     try:
-        loaded: Any = DetrForObjectDetection.from_pretrained(*args, output_loading_info=True, **kwargs)
+        # Mismatched shapes are reported (not raised as a bare RuntimeError) so `_check_loaded` can name them.
+        loaded: Any = DetrForObjectDetection.from_pretrained(
+            *args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+        )
         return loaded[0], loaded[1]
     finally:
         hf_logging.enable_progress_bar()
