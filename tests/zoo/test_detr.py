@@ -57,7 +57,7 @@ def _tool_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The crop tool's checkpoint keys: transformers v4 names, under the Lightning module's `model.` attribute."""
     renamed = {}
     for key, value in state.items():
-        key = key.replace("model.backbone.model.", "model.backbone.conv_encoder.model.").replace(".o_proj.", ".out_proj.")
+        key = key.replace("backbone.model.", "backbone.conv_encoder.model.").replace(".o_proj.", ".out_proj.")
         renamed["model." + re.sub(r"layers\.(\d+)\.mlp\.fc", r"layers.\1.fc", key)] = value
     return renamed
 
@@ -65,8 +65,8 @@ def _tool_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def test_registered_and_offline(tiny: DetrDetector) -> None:
     assert "detr" in list_detectors()
     config = detr_config()
-    assert config.num_labels == 1 and config.backbone_config.backbone == "resnet50"
-    assert not config.backbone_config.use_pretrained_backbone
+    backbone = config.backbone_config.to_dict()  # type: ignore[union-attr]
+    assert config.num_labels == 1 and backbone["backbone"] == "resnet50" and not backbone["use_pretrained_backbone"]
     fingerprint = tiny.fingerprint()
     assert fingerprint["name"] == "detr" and len(fingerprint["weights_sha256"]) == 64
     assert fingerprint["preprocess"]["size"]["shortest_edge"] == 800
