@@ -17,7 +17,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -118,6 +118,16 @@ class MissingImage(FileNotFoundError):
             f"image of processid={processid!r} split={split!r} package={package!r} not found; looked in: "
             + "; ".join(looked)
         )
+
+
+class ImageReader(Protocol):
+    """What the shard writer reads images through: `ImageStore` (5M) and `release1m.ImageStore1M`."""
+
+    root: Path
+    package: str
+    zips: tuple[Path, ...]
+
+    def read(self, processid: str, split: str) -> bytes: ...
 
 
 class CorruptImage(ValueError):

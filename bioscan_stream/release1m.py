@@ -446,3 +446,38 @@ class ImageStore1M:
             f"ImageStore1M(root={str(self.root)!r}, package={self.package!r}, tree={self.tree is not None}, "
             f"zips={len(self.zips)}, hdf5={self.hdf5 is not None})"
         )
+
+
+#: One letter per split value in a shard group's name (`SPLITS_1M` order).
+_GROUP_LETTERS = dict(zip(SPLITS_1M, "tven", strict=True))
+SPLIT_ALIASES_1M = {"val": "validation"}
+
+
+def group_name(values: Iterable[str]) -> str:
+    """Shard-group name of a record from its six partition values, e.g. `p-tttnnn` (t/v/e/n: train, validation,
+    test, no_split, in `PARTITIONINGS` order): every record is in exactly one group, so a partitioning's split is
+    a set of whole groups and nothing is stored twice."""
+    return "p-" + "".join(_GROUP_LETTERS[v] for v in values)
+
+
+def partition_groups(table: pa.Table) -> tuple[pa.Array, dict[str, dict[str, list[str]]]]:
+    """Each record's shard group (null where a partition value is not one of `SPLITS_1M`), and per partitioning
+    and split the sorted groups that hold its records: `{partitioning: {split: [group, ...]}}`."""
+    rows = zip(*(table[name].to_pylist() for name in PARTITIONINGS), strict=True)
+    groups = [group_name(values) if all(v in _GROUP_LETTERS for v in values) else None for values in rows]
+    present = sorted({g for g in groups if g is not None})
+    letters = {letter: split for split, letter in _GROUP_LETTERS.items()}
+    selection: dict[str, dict[str, list[str]]] = {name: {split: [] for split in SPLITS_1M} for name in PARTITIONINGS}
+    for group in present:
+        for k, name in enumerate(PARTITIONINGS):
+            selection[name][letters[group[2 + k]]].append(group)
+    return pa.array(groups, pa.string()), selection
+
+
+def bad_partition_detail(table: pa.Table, row: int) -> str:
+    """Why a record has no shard group: its first partition value that is not one of `SPLITS_1M`."""
+    for name in PARTITIONINGS:
+        value = table[name][row].as_py()
+        if value not in _GROUP_LETTERS:
+            return f"row {row}: {name} value {value!r} is not one of {', '.join(SPLITS_1M)}"
+    return f"row {row}: partition values are valid"

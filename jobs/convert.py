@@ -3,6 +3,8 @@
 Runs on an embedded local Ray by default, on the cluster named by `RAY_ADDRESS` when set (also the case
 under `ray job submit --working-dir . -- python -m jobs.convert ...`). ROOT is an extracted release or a
 folder of the official zips; OUT is a folder or `s3://bucket/prefix` (endpoint from the AWS variables).
+A BIOSCAN-1M release (its `bioscan1m/BIOSCAN_Insect_Dataset_metadata.tsv`) is detected and converted by partition
+group, images from its tree, zips or HDF5 file (docs/bioscan-1m.md); `--splits` and the DNA set are 5M only.
 """
 
 from __future__ import annotations

@@ -7,6 +7,11 @@ DNA-only set of unique pretrain + other_heldout barcodes (its own `rejects.jsonl
 `images=False` it is the only output, so a metadata-only download suffices) -> `rejects.jsonl`, `vocab.json`
 and, last, `index.json` (`manifest.py`). Output goes to a local folder or `s3://bucket/prefix`.
 
+A BIOSCAN-1M release (auto-detected: `release1m.is_release_1m`) goes through the same plan, tasks, journal and
+manifest: its records are grouped by their six partition values (`release1m.partition_groups`), each group is
+a shard folder, and `index.json` adds `partitionings` (partitioning -> split -> groups), so a stream selects a
+partitioning's split as whole groups; targets are the official loader's label indices; no DNA-only set.
+
 Ray: an embedded local runtime with `workers` CPUs by default, or the cluster at `ray_address`; a runtime
 that is already initialised (tests, notebooks) is reused and left running. Tasks retry transient I/O
 errors (`OSError`, which covers connection errors and timeouts); invalid records in strict mode are not
@@ -18,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +34,19 @@ import ray
 from tqdm.auto import tqdm
 
 from bioscan_stream.constants import COLUMNS, SPLITS
-from bioscan_stream.layout import ImageStore, MissingImage
+from bioscan_stream.layout import CorruptImage, ImageReader, ImageStore, MissingImage
 from bioscan_stream.metadata import _resolve as resolve_metadata
 from bioscan_stream.metadata import read_metadata
 from bioscan_stream.ray_runtime import ray_runtime
+from bioscan_stream.release1m import (
+    ImageStore1M,
+    bad_partition_detail,
+    find_metadata_1m,
+    is_release_1m,
+    partition_groups,
+    read_metadata_1m,
+    vocabularies_1m,
+)
 from bioscan_stream.schema import (
     COUNT,
     DNA,
@@ -57,7 +71,7 @@ from bioscan_stream.shards.writer import (
     write_image_shard,
 )
 from bioscan_stream.storage import is_s3, join_url, list_urls
-from bioscan_stream.validate import Reject, RejectsReport, validate_records
+from bioscan_stream.validate import UNKNOWN_SPLIT, InvalidRecordError, Reject, RejectsReport, validate_records
 from bioscan_stream.vocab import build_vocabularies, encode_labels, save_vocabularies
 
 __all__ = ["ConvertConfig", "ConvertReport", "convert_release"]
@@ -72,7 +86,7 @@ _SIZE_SAMPLE = 32
 _FALLBACK_SAMPLE_BYTES = 36_000.0
 #: Per worker process: image stores by (root, package, zips), so each zip's central directory is read once
 #: per worker (a 5M-entry directory costs seconds), not once per shard.
-_STORES: dict[tuple[str, str, tuple[Path, ...]], ImageStore] = {}
+_STORES: dict[tuple[str, str, tuple[Path, ...]], ImageReader] = {}
 
 
 @dataclass(frozen=True)
@@ -123,6 +137,10 @@ class _Source:
     read: dict[str, int]
     metadata: str
     metadata_sha256: str
+    #: Shard folders to plan, in order: the selected splits, or a 1M release's partition groups.
+    splits: tuple[str, ...] = ()
+    #: Manifest entries of a 1M release (`release`, `partitionings`); empty for 5M.
+    manifest_extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _load(config: ConvertConfig) -> _Source:
@@ -140,11 +158,54 @@ def _load(config: ConvertConfig) -> _Source:
     targets = pa.table({name: encode_labels(valid[name], vocab) for name, vocab in vocabularies.items()})
     columns = [c for c in COLUMNS if c in valid.column_names]
     return _Source(
-        valid.select(columns), targets, vocabularies, rejects, read, str(metadata_file), sha256_url(str(metadata_file))
-    )
+        valid.select(columns), targets, vocabularies, rejects, read, str(metadata_file), sha256_url(str(metadata_file)),
+        splits=config.splits,
+    )  # fmt: skip
 
 
-def _bytes_per_sample(source: _Source, store: ImageStore, rows: np.ndarray, seed: int) -> float:
+def _validate_1m(table: pa.Table, strict: bool) -> tuple[pa.Table, list[Reject]]:
+    """`validate_records` (processid, barcode) plus records without a valid group (`unknown_split`); every reject
+    carries its record's group as its split, so that the counts add up per group."""
+    numbered = table.append_column("__row", pa.array(np.arange(table.num_rows)))
+    no_group = pc.is_null(table["split"]).to_numpy(zero_copy_only=False)
+    if strict and no_group.any():
+        row = int(np.flatnonzero(no_group)[0])
+        pid = table["processid"][row].as_py()
+        raise InvalidRecordError(Reject(pid, None, UNKNOWN_SPLIT, bad_partition_detail(table, row)))
+    valid, invalid = validate_records(numbered.drop_columns(["split"]), strict=strict)
+    kept = np.zeros(table.num_rows, dtype=bool)
+    kept[valid["__row"].to_numpy()] = True
+    groups = table["split"].to_pylist()
+    rejects = [replace(r, split=groups[row]) for r, row in zip(invalid, np.flatnonzero(~kept), strict=True)]
+    rejects += [
+        Reject(table["processid"][int(row)].as_py(), None, UNKNOWN_SPLIT, bad_partition_detail(table, int(row)))
+        for row in np.flatnonzero(kept & no_group)
+    ]
+    return table.filter(pa.array(kept & ~no_group)), rejects
+
+
+def _load_1m(config: ConvertConfig) -> _Source:
+    """A 1M release: cleaned metadata, the official label indices (vocabularies over every row, as the official
+    loader builds them), `nucraw` as `dna_barcode` and the partition group as `split`."""
+    metadata_file = find_metadata_1m(config.root)
+    assert metadata_file is not None
+    rejects: list[Reject] = []
+    table = read_metadata_1m(config.root, strict=config.strict, rejects=rejects)
+    vocabularies = vocabularies_1m(table)
+    groups, partitionings = partition_groups(table)
+    table = table.rename_columns(["dna_barcode" if c == "nucraw" else c for c in table.column_names])
+    table = table.append_column("split", groups)
+    counted = {c["values"]: c["counts"] for c in pc.value_counts(groups).to_pylist() if c["values"] is not None}
+    valid, invalid = _validate_1m(table, config.strict)
+    targets = pa.table({name: encode_labels(valid[name], vocab) for name, vocab in vocabularies.items()})
+    extra = {"release": "bioscan1m", "partitionings": partitionings, "renamed": {"nucraw": "dna_barcode"}}
+    return _Source(
+        valid, targets, vocabularies, rejects + invalid, dict(sorted(counted.items())), str(metadata_file),
+        sha256_url(str(metadata_file)), splits=tuple(sorted(counted)), manifest_extra=extra,
+    )  # fmt: skip
+
+
+def _bytes_per_sample(source: _Source, store: ImageReader, rows: np.ndarray, seed: int) -> float:
     """Mean tar bytes of a seeded sample of the split's records (members as they will be written)."""
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(rows, size=min(_SIZE_SAMPLE, len(rows)), replace=False))
@@ -154,7 +215,7 @@ def _bytes_per_sample(source: _Source, store: ImageStore, rows: np.ndarray, seed
     for i, row in enumerate(records.select(["processid", "split", "dna_barcode"]).to_pylist()):
         try:
             image = store.read(row["processid"], row["split"])
-        except MissingImage:
+        except (MissingImage, CorruptImage):
             continue
         sample = image_sample(row["processid"], image, row["dna_barcode"] or "", metadata[i], target_texts[i])
         sizes.append(
@@ -163,10 +224,10 @@ def _bytes_per_sample(source: _Source, store: ImageStore, rows: np.ndarray, seed
     return float(np.mean(sizes)) if sizes else _FALLBACK_SAMPLE_BYTES
 
 
-def _image_plan(config: ConvertConfig, source: _Source, store: ImageStore) -> list[ShardSpec]:
+def _image_plan(config: ConvertConfig, source: _Source, store: ImageReader) -> list[ShardSpec]:
     splits = np.asarray(source.table["split"].to_numpy(zero_copy_only=False))
     specs: list[ShardSpec] = []
-    for split in config.splits:
+    for split in source.splits:
         rows = np.flatnonzero(splits == split)
         if len(rows) == 0:
             continue
@@ -184,7 +245,7 @@ def _job(config: ConvertConfig, folder: str, spec: ShardSpec) -> ShardJob:
     return ShardJob(path=spec.path, url=join_url(base, spec.path), journal_url=journal, strict=config.strict)
 
 
-def _image_task(job: ShardJob, store: ImageStore, rows: list[int], table: pa.Table, targets: pa.Table) -> ShardResult:
+def _image_task(job: ShardJob, store: ImageReader, rows: list[int], table: pa.Table, targets: pa.Table) -> ShardResult:
     """Ray task body: the shard's records (zero-copy from the object store) -> tar."""
     cached = _STORES.setdefault((str(store.root), store.package, store.zips), store)
     index = pa.array(rows, pa.int64())
@@ -224,7 +285,12 @@ def _remote(function: Any, config: ConvertConfig) -> Any:
 
 
 def _convert_images(config: ConvertConfig, source: _Source) -> list[ShardResult]:
-    store = ImageStore.open(config.root, config.package)
+    store: ImageReader
+    if source.manifest_extra.get("release") == "bioscan1m":
+        records = source.table.select(["processid", "chunk_number", "image_file"])
+        store = ImageStore1M.open(config.root, config.package, records=records)
+    else:
+        store = ImageStore.open(config.root, config.package)
     specs = _image_plan(config, source, store)
     table_ref, targets_ref, store_ref = ray.put(source.table), ray.put(source.targets), ray.put(store)
     task = _remote(_image_task, config)
@@ -253,8 +319,8 @@ def _publish_images(config: ConvertConfig, source: _Source, results: list[ShardR
     rejects = source.rejects + [r for result in results for r in result.rejects]
     put_via_local(RejectsReport(list(rejects)).write, join_url(base, REJECTS_FILE), REJECTS_FILE)
     put_via_local(lambda p: save_vocabularies(source.vocabularies, p), join_url(base, VOCAB_FILE), VOCAB_FILE)
-    splits = shard_entries(results, config.splits)
-    manifest = {
+    splits = shard_entries(results, source.splits)
+    manifest: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "kind": "image",
         "package": config.package,
@@ -272,6 +338,7 @@ def _publish_images(config: ConvertConfig, source: _Source, results: list[ShardR
         "source": _source_entry(config, source),
         "parameters": _parameters(config),
         "versions": library_versions(),
+        **source.manifest_extra,
     }
     url = join_url(base, INDEX_FILE)
     write_json(url, manifest)
@@ -382,12 +449,13 @@ def convert_release(config: ConvertConfig) -> ConvertReport:
     unknown = [s for s in config.splits if s not in SPLITS]
     if unknown:
         raise ValueError(f"unknown split(s) {unknown}; expected some of {', '.join(SPLITS)}")
-    make_dna = config.dna and any(s in config.splits for s in DNA_SOURCE_SPLITS)
+    release_1m = is_release_1m(config.root)
+    make_dna = config.dna and not release_1m and any(s in config.splits for s in DNA_SOURCE_SPLITS)
     if not config.images and not make_dna:
         raise ValueError(f"nothing to write: images are off and the DNA set needs one of {DNA_SOURCE_SPLITS}")
     start = time.perf_counter()
     _clean_tmp(config)
-    source = _load(config)
+    source = _load_1m(config) if release_1m else _load(config)
     results: list[ShardResult] = []
     dna_results: list[ShardResult] = []
     dna_url: str | None = None

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from bioscan_stream.layout import ImageStore, MissingImage
+from bioscan_stream.layout import CorruptImage, ImageReader, MissingImage
 from bioscan_stream.metadata import json_objects
 from bioscan_stream.schema import COUNT, DNA, IMAGE, METADATA, TARGETS
 from bioscan_stream.shards.tarwriter import ShardInfo, write_tar
@@ -192,7 +192,7 @@ def _commit(
 
 
 def _image_samples(
-    job: ShardJob, store: ImageStore, pids: list[str], records: pa.Table, targets: pa.Table, rejects: list[Reject]
+    job: ShardJob, store: ImageReader, pids: list[str], records: pa.Table, targets: pa.Table, rejects: list[Reject]
 ) -> Iterator[dict[str, bytes | str]]:
     """Samples of the readable records (`pids`: their processids); every other record is appended to
     `rejects` (or raises, strict)."""
@@ -206,6 +206,8 @@ def _image_samples(
             reject = None if problem is None else Reject(pid, split, UNREADABLE_IMAGE, f"{job.path}: {problem}")
         except MissingImage as error:
             reject = Reject(pid, split, MISSING_IMAGE, str(error))
+        except CorruptImage as error:  # an entry that exists but is not bytes (e.g. a bad HDF5 dataset)
+            reject = Reject(pid, split, UNREADABLE_IMAGE, f"{job.path}: {error}")
         if reject is None:
             yield image_sample(pid, image, barcode or "", meta, target)
             continue
@@ -214,7 +216,7 @@ def _image_samples(
         rejects.append(reject)
 
 
-def write_image_shard(job: ShardJob, store: ImageStore, records: pa.Table, targets: pa.Table) -> ShardResult:
+def write_image_shard(job: ShardJob, store: ImageReader, records: pa.Table, targets: pa.Table) -> ShardResult:
     """Write (or verify and reuse) one image shard of `records` (rows in the given, shuffled order).
 
     `targets` has one int64 column per rank, row for row with `records`.

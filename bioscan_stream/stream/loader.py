@@ -130,6 +130,8 @@ class BioscanStream(IterableDataset):  # type: ignore[type-arg]
         url: shard-set folder or `s3://` prefix (with `index.json` or split folders), a `.tar`, brace
             pattern, `pipe:` command, or a list of URLs.
         split: split to read (also picks train/eval defaults).
+        partitioning: a BIOSCAN-1M shard set's partitioning version (`large_insect_order`, ...); `split` is one
+            of its splits and the official loader's label indices are the targets.
         modalities: members to decode: `image`, `dna`, `metadata`, `count`.
         targets: label columns returned as int64 tensors.
         options: a `StreamOptions`; keywords override its fields.
@@ -142,13 +144,14 @@ class BioscanStream(IterableDataset):  # type: ignore[type-arg]
         modalities: Sequence[str] = ("image", "dna"),
         targets: Sequence[str] = ("species",),
         *,
+        partitioning: str | None = None,
         options: StreamOptions | None = None,
         **overrides: Any,
     ) -> None:
         super().__init__()
         self.options = replace(options or StreamOptions(), **overrides)
-        self.url, self.split = url, split
-        self.shards = resolve_shards(url, split)
+        self.url, self.split, self.partitioning = url, split, partitioning
+        self.shards = resolve_shards(url, split, partitioning=partitioning)
         self.decoder = create_decoder(split, modalities, targets, self.options)
         self.epoch = 0
         self.stats = ReadStats()

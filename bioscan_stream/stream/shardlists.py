@@ -17,6 +17,10 @@ Exactly once per epoch, also when shards don't divide evenly:
 
 `resampled_pieces` is the infinite mode for step-based training: each stream draws shards with
 replacement from its own generator, so exactly-once does not apply there.
+
+A BIOSCAN-1M shard set is stored by partition group; its manifest's `partitionings` entry names, per
+partitioning and split, the groups that make up that split, so `resolve_shards(url, "train",
+partitioning="large_insect_order")` lists exactly that split's shards, group by group.
 """
 
 from __future__ import annotations
@@ -147,14 +151,46 @@ def _from_manifest(base: str, split: str) -> list[Shard] | None:
     return shards
 
 
-def resolve_shards(url: str | Sequence[str], split: str | None = None) -> list[Shard]:
+#: Split names accepted for a 1M partitioning, as the official loader accepts them.
+_SPLIT_ALIASES_1M = {"val": "validation"}
+
+
+def _partition_groups(url: str, split: str, partitioning: str) -> list[str]:
+    """The groups of a 1M shard set that hold `split` of `partitioning` (from its manifest)."""
+    index_url = join_url(url, INDEX_FILE)
+    if not url_exists(index_url):
+        raise FileNotFoundError(f"{url}: a partitioning needs the shard set's {INDEX_FILE}")
+    partitionings = json.loads(read_bytes(index_url)).get("partitionings")
+    if not partitionings:
+        raise ValueError(f"{index_url}: not a BIOSCAN-1M shard set (no partitionings); drop partitioning=")
+    if partitioning not in partitionings:
+        raise KeyError(f"{index_url}: unknown partitioning {partitioning!r}; known: {', '.join(partitionings)}")
+    splits = partitionings[partitioning]
+    name = _SPLIT_ALIASES_1M.get(split, split)
+    if name not in splits:
+        raise KeyError(
+            f"{index_url}: partitioning {partitioning!r} has no split {split!r}; splits: {', '.join(splits)}"
+        )
+    return list(splits[name])
+
+
+def resolve_shards(
+    url: str | Sequence[str], split: str | None = None, *, partitioning: str | None = None
+) -> list[Shard]:
     """The shards of a shard set, in manifest (or sorted listing) order.
 
     Args:
         url: a shard-set folder or `s3://` prefix (read with `split`, through `index.json` when present);
             or a single `.tar`, a brace pattern, a `pipe:` command, or a list of those (used as given).
         split: the split folder to read from a shard-set folder.
+        partitioning: a BIOSCAN-1M shard set's partitioning version (e.g. `large_insect_order`); `split` is then
+            one of its splits (`train`, `validation` or `val`, `test`, `no_split`).
     """
+    if partitioning is not None:
+        if not isinstance(url, str) or split is None:
+            raise ValueError("partitioning= needs a shard-set folder URL and a split")
+        groups = _partition_groups(url, split, partitioning)
+        return [shard for group in groups for shard in resolve_shards(url, group)]
     if not isinstance(url, str):
         return [Shard(u) for u in expand_urls(url)]
     if url.startswith("pipe:") or "{" in url or url.endswith(_SHARD_SUFFIX):
