@@ -2,7 +2,9 @@
 
 Reads only the columns the statistics need (`STATS_COLUMNS`) from ROOT (a release root, or a metadata
 CSV / JSON-LD / zip), prints the tables (or the JSON with `--json`) and writes OUT/stats.json and
-OUT/stats.png (split sizes and the species long tail).
+OUT/stats.png (split sizes and the species long tail). A BIOSCAN-1M release (or its TSV / JSON-LD) is detected
+and gets the 1M statistics instead: ranks, orders and Diptera families with counts, partition sizes, and a PNG of
+the two class distributions (`bioscan_stream.stats1m`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from pathlib import Path
 
 from bioscan_stream._atomic import atomic_path
 from bioscan_stream.metadata import read_metadata
+from bioscan_stream.release1m import is_release_1m, read_metadata_1m
 from bioscan_stream.stats import STATS_COLUMNS, compute_stats, format_stats, plot_stats
+from bioscan_stream.stats1m import STATS_1M_COLUMNS, compute_stats_1m, format_stats_1m, plot_stats_1m
 from bioscan_stream.validate import Reject
 
 DEFAULT_OUT = Path("stats")
@@ -35,18 +39,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
     rejects: list[Reject] = []
+    release_1m = is_release_1m(args.root)
     try:
-        table = read_metadata(args.root, columns=STATS_COLUMNS, rejects=rejects)
+        if release_1m:
+            table = read_metadata_1m(args.root, STATS_1M_COLUMNS, rejects=rejects)
+        else:
+            table = read_metadata(args.root, columns=STATS_COLUMNS, rejects=rejects)
     except (FileNotFoundError, ValueError) as err:
         print(f"bioscan-stream stats: {err}", file=sys.stderr)
         return 1
-    stats = compute_stats(table)
+    stats = compute_stats_1m(table) if release_1m else compute_stats(table)
     stats["source"] = str(args.root)
     stats["malformed_rows_skipped"] = len(rejects)
     with atomic_path(args.out / "stats.json") as tmp:
         tmp.write_text(json.dumps(stats, indent=1) + "\n", encoding="utf-8")
-    plot_stats(stats, args.out / "stats.png")
-    print(json.dumps(stats, indent=1) if args.json else format_stats(stats))
+    (plot_stats_1m if release_1m else plot_stats)(stats, args.out / "stats.png")
+    print(json.dumps(stats, indent=1) if args.json else (format_stats_1m if release_1m else format_stats)(stats))
     if rejects:
         print(f"{len(rejects):,d} malformed row(s) skipped; first: {rejects[0].detail}", file=sys.stderr)
     seconds = time.perf_counter() - start
