@@ -45,7 +45,7 @@ class ClassicalConfig:
     weak_sigma: float = 3.5  # pixels reached from the seeds (legs, antennae, wings)
     min_contrast: float = 12.0  # and at least this far from the floor in colour units, whatever the noise
     bright_weight: float = 0.1  # weight of "brighter than the floor" (reflections are bright, floor-tinted)
-    join_distance: float = 0.04  # fragments within this fraction of the working height join the body
+    join_distance: float = 0.03  # fragments within this fraction of the working height join the body
     min_seed_pixels: int = 3  # a component needs this many seed pixels to count
 
 
@@ -79,10 +79,10 @@ def _opponent(work: np.ndarray) -> np.ndarray:
 
 
 def _half(opp: np.ndarray) -> np.ndarray:
-    """(3, h // 2, w // 2): 2x2 block means."""
+    """(3, h // 2, w // 2): 2x2 block means (four strided slices: 3x faster than a reshaped mean)."""
     _, height, width = opp.shape
     even = opp[:, : height // 2 * 2, : width // 2 * 2]
-    return even.reshape(3, height // 2, 2, width // 2, 2).mean(axis=(2, 4))
+    return (even[:, ::2, ::2] + even[:, 1::2, ::2] + even[:, ::2, 1::2] + even[:, 1::2, 1::2]) * 0.25
 
 
 def _fit_circle(points: np.ndarray) -> tuple[float, float, float] | None:
@@ -198,10 +198,12 @@ def _floor_lighting(opp: np.ndarray, inside: np.ndarray, reference: np.ndarray) 
         coef = np.linalg.solve(rows.T @ rows + 1e-6 * np.eye(6), rows.T @ samples[:, keep].T)  # (6, 3)
         residual = np.abs(design @ coef - samples.T).max(1)
         keep &= residual < max(3 * np.median(residual[keep]), 2.0)
-    gu = ((np.arange(width, dtype=np.float32) - width / 2) / height)[None, :]
-    gv = ((np.arange(height, dtype=np.float32) - height / 2) / height)[:, None]
-    c = coef.astype(np.float32)[:, :, None, None]  # (6, 3, 1, 1): evaluated by broadcasting, no (6, h, w) basis
-    return c[0] + c[1] * gu + c[2] * gv + c[3] * (gu * gu) + c[4] * (gu * gv) + c[5] * (gv * gv)
+    gu = (np.arange(width, dtype=np.float32) - width / 2) / height
+    gv = (np.arange(height, dtype=np.float32) - height / 2) / height
+    c = coef.astype(np.float32)
+    rows = c[0, :, None] + c[1, :, None] * gu + c[3, :, None] * gu * gu  # (3, w): the terms in u alone
+    cols = c[2, :, None] * gv + c[5, :, None] * gv * gv  # (3, h): the terms in v alone
+    return rows[:, None, :] + cols[:, :, None] + (c[4, :, None] * gv)[:, :, None] * gu  # + the u*v term
 
 
 def _foreground_score(opp: np.ndarray, floor: np.ndarray, config: ClassicalConfig) -> np.ndarray:
@@ -230,39 +232,43 @@ def _inside_mask(shape: tuple[int, int], circle: tuple[float, float, float] | No
 
 def _thresholds(score: np.ndarray, inside: np.ndarray, config: ClassicalConfig) -> tuple[float, float]:
     """(weak, strong) score thresholds from the floor's own noise (robust spread of the score in the well)."""
-    values = score[inside]
+    values = score[::2, ::2][inside[::2, ::2]]  # a quarter of the pixels: the same statistics, 4x cheaper
     noise = 1.4826 * float(np.median(np.abs(values - np.median(values)))) + float(np.median(values))
     weak = max(config.weak_sigma * noise, config.min_contrast)
     return weak, max(config.strong_sigma * noise, 2.5 * config.min_contrast)
 
 
-def _grow_box(
-    box: list[int], objects: list[tuple[slice, slice] | None], members: np.ndarray, candidates: np.ndarray, gap: float
-) -> None:
-    """Add to `members` (and `box`) every `candidates` component within `gap` of the box, until none is left."""
-    changed = True
-    while changed:
-        changed = False
-        for index in np.flatnonzero(candidates & ~members):
-            rows, cols = objects[index]  # type: ignore[misc]
-            if (
-                cols.start <= box[2] + gap
-                and cols.stop >= box[0] - gap
-                and rows.start <= box[3] + gap
-                and rows.stop >= box[1] - gap
-            ):
-                members[index] = changed = True
-                box[0], box[1] = min(box[0], cols.start), min(box[1], rows.start)
-                box[2], box[3] = max(box[2], cols.stop), max(box[3], rows.stop)
+def _join_fragments(labels: np.ndarray, main: int, candidates: np.ndarray, gap: int) -> np.ndarray:
+    """Lookup by label (index 0: background, False): the body `main` plus `candidates` within `gap` pixels of it.
+
+    Grown in up to three rings (a leg broken in three pieces at low resolution joins whole); proximity is
+    to the body's pixels, not its box, so a fibre or bubble beside a large insect stays out.
+    """
+    members = np.zeros(len(candidates) + 1, dtype=bool)
+    members[main + 1] = True
+    allowed = np.concatenate([[False], candidates])
+    for _ in range(3):
+        near = ndimage.maximum_filter(members[labels].view(np.uint8), size=2 * gap + 1).view(bool)
+        found = np.zeros_like(members)
+        found[labels[near]] = True
+        added = found & allowed & ~members
+        if not added.any():
+            break
+        members |= added
+    return members
 
 
 Circle = tuple[float, float, float]  # cx, cy, r in working pixels
 
 
-def _find_well(opp: np.ndarray, config: ClassicalConfig) -> tuple[Circle | None, np.ndarray, np.ndarray]:
-    """(circle or None, floor colour per pixel, pixels inside the well clear of the rim), in working pixels."""
+def _find_well(
+    opp: np.ndarray, half: np.ndarray, config: ClassicalConfig
+) -> tuple[Circle | None, np.ndarray, np.ndarray]:
+    """(circle or None, floor colour per pixel, pixels inside the well clear of the rim), in working pixels.
+
+    The floor's colour and the rim are found on `half` (half the working resolution: enough, and 4x cheaper).
+    """
     height, width = opp.shape[1:]
-    half = _half(opp)  # the floor's colour and the rim need no more than half the working resolution
     gradient = np.hypot(ndimage.sobel(half[0], 0), ndimage.sobel(half[0], 1))
     reference = _floor_reference(half, gradient)
     circle = _well_circle(half, reference, gradient)
@@ -275,13 +281,16 @@ def _analyse(image: np.ndarray, config: ClassicalConfig) -> _Analysis:
     """Find the insect in one RGB photo (see the module docstring for the steps)."""
     work, scale = _working_image(image, config.work_height)
     opp = _opponent(work)
-    if float(np.percentile(opp[0], 90)) < 40.0:  # a well floor is light grey (175-215 on the fixture photos)
+    half = _half(opp)
+    if float(np.percentile(half[0], 90)) < 40.0:  # a well floor is light grey (175-215 on the fixture photos)
         return _Analysis(scale, None, 0.0, "dark_image")
-    if float(opp[0].std()) < 3.0:  # no rim, no floor lighting, no organism
+    if float(half[0].std()) < 3.0:  # no rim, no floor lighting, no organism
         return _Analysis(scale, None, 0.0, "uniform_image")
-    circle, floor, inside = _find_well(opp, config)
+    circle, floor, inside = _find_well(opp, half, config)
     score = _foreground_score(opp, floor, config)
-    score[~inside] = 0.0
+    darker = floor[0] - opp[0]
+    beyond = ~inside  # the rim margin and the rim: only reached from the body (`_reach_over_rim`)
+    score[beyond] = 0.0
     weak_threshold, strong_threshold = _thresholds(score, inside, config)
     labels, count = ndimage.label(score > weak_threshold, np.ones((3, 3), bool))
     flat = labels.ravel()
@@ -291,17 +300,33 @@ def _analyse(image: np.ndarray, config: ClassicalConfig) -> _Analysis:
     mass = np.bincount(flat, weights=score.ravel(), minlength=count + 1)[1:]
     main = int(np.argmax(np.where(seeds >= config.min_seed_pixels, mass, -1.0)))
     # fragments that may join the body: darker than the floor on average (legs, antennae, specks), not the
-    # floor-tinted fringes of reflections
-    darkness = np.bincount(flat, weights=(floor[0] - opp[0]).ravel(), minlength=count + 1)[1:]
-    objects = ndimage.find_objects(labels)
-    rows, cols = objects[main]  # type: ignore[misc]
-    box = [cols.start, rows.start, cols.stop, rows.stop]
-    members = np.zeros(count, dtype=bool)
-    members[main] = True
-    _grow_box(box, objects, members, darkness > 0, config.join_distance * opp.shape[1])
-    selected = np.isin(labels, np.flatnonzero(members) + 1)
-    confidence = _confidence(mass, seeds, members, selected, inside, circle is not None)
-    return _Analysis(scale, (box[0], box[1], box[2], box[3]), confidence, "", circle, selected)
+    # floor-tinted fringes of reflections, and not touching the rim (its dark edge where the circle is off)
+    darkness = np.bincount(flat, weights=darker.ravel(), minlength=count + 1)[1:]
+    touches_rim = np.bincount(labels[_outline(inside)], minlength=count + 1)[1:] > 0
+    gap = max(1, round(config.join_distance * opp.shape[1]))
+    members = _join_fragments(labels, main, (darkness > 0) & ~touches_rim, gap)
+    selected = members[labels]
+    rim_contact = selected & _outline(inside)
+    if rim_contact.any():
+        selected = _reach_over_rim(selected, rim_contact, beyond & (darker > weak_threshold), gap)
+    rows, cols = np.nonzero(selected.any(axis=1))[0], np.nonzero(selected.any(axis=0))[0]
+    box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+    confidence = _confidence(mass, seeds, members[1:], selected, inside, circle is not None)
+    return _Analysis(scale, box, confidence, "", circle, selected)
+
+
+def _reach_over_rim(selected: np.ndarray, contact: np.ndarray, dark_beyond: np.ndarray, reach: int) -> np.ndarray:
+    """`selected` plus the dark pixels beyond the well margin connected to it within `reach` of its rim contact.
+
+    An insect lying over the rim (a fly's head, a leg, a wing tip) continues past the margin; only dark pixels
+    near where the body meets the margin may join, so the rim's own dark edge adds at most `reach` pixels.
+    """
+    near = ndimage.maximum_filter(contact.view(np.uint8), size=2 * reach + 1).view(bool)
+    grown, _ = ndimage.label(selected | (dark_beyond & near), np.ones((3, 3), bool))
+    keep = np.zeros(grown.max() + 1, dtype=bool)
+    keep[grown[selected]] = True
+    keep[0] = False
+    return keep[grown]
 
 
 def _confidence(
