@@ -1,0 +1,255 @@
+"""Tests of `bioscan-stream crop` (jobs/crop.py -> zoo.cropping): shards, bbox table, presets, bad input, resume, Ray.
+
+Input: a 24-record synthetic release with `original_full` photos (true boxes in its bbox table), converted to
+shards once per module. One in-process Ray runtime is shared by the module (`ray_local`); the kill -9 and
+`ray job submit` tests (marked slow) run the job as a process, the latter on the session's `ray start --head`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+import torch
+from helpers_ray import RayHead
+from PIL import Image
+
+from bioscan_stream.crop import crop_with_preset
+from bioscan_stream.metadata import read_bbox
+from bioscan_stream.schema import IMAGE, METADATA
+from bioscan_stream.shards.convert import ConvertConfig, convert_release
+from bioscan_stream.shards.verify import verify_shards
+from bioscan_stream.sizes import size_fields
+from jobs.crop import main
+from zoo.cropping import CropConfig, crop_shards
+from zoo.cropping.shard import JPEG_QUALITY, CropSettings, RowDetection, crop_shard
+from zoo.embedding.sources import list_input_shards, read_shard_samples
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES = 24
+#: A DETR small enough for CPU tests (8-channel ResNet backbone, d_model 16, one layer each).
+TINY_DETR = {
+    "d_model": 16, "encoder_layers": 1, "decoder_layers": 1, "encoder_ffn_dim": 32, "decoder_ffn_dim": 32,
+    "encoder_attention_heads": 2, "decoder_attention_heads": 2, "num_queries": 8, "use_timm_backbone": False,
+    "backbone_config": {
+        "model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 8, 16, 16], "depths": [1, 1, 1, 1],
+        "out_features": ["stage4"],
+    },
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def ray_local() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def originals(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """OUT/original_full of a 24-record synthetic release (~10 s); its release root is OUT/../release."""
+    from bioscan_stream.synth.release import write_release
+
+    tmp = tmp_path_factory.mktemp("crop-originals")
+    write_release(tmp / "release", samples=SAMPLES, seed=1, packages=("original_full",), workers=1)
+    shards = tmp / "shards"
+    convert_release(ConvertConfig(str(tmp / "release"), str(shards), package="original_full", dna=False, min_shards=2))
+    return tmp / "shards" / "original_full"
+
+
+class NeedsUnpickling:
+    """Only full unpickling rebuilds this (like a Lightning checkpoint's pickled hyper-parameters)."""
+
+
+def _config(shards: Path, out: Path, **options: object) -> CropConfig:
+    return CropConfig(str(shards), str(out), progress=False, **options)  # type: ignore[arg-type]
+
+
+def _tree_bytes(root: Path) -> dict[str, str]:
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def _samples(shard_set: Path) -> dict[str, dict[str, bytes]]:
+    """Every sample of a shard set by processid (members as bytes)."""
+    found = {}
+    shards, _ = list_input_shards(str(shard_set), tuple(json.loads((shard_set / "index.json").read_text())["splits"]))
+    for shard in shards:
+        for sample in read_shard_samples(shard, frozenset({IMAGE, METADATA})):
+            found[sample["__key__"]] = sample
+    return found
+
+
+def _jpeg(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    return buffer.getvalue()
+
+
+def test_job_writes_verified_shards_bbox_table_and_review(originals: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    report = crop_shards(_config(originals, out))
+    assert report.read == SAMPLES == report.cropped + report.rejected and report.shards_kept == 0
+    for package in ("cropped", "cropped_256"):
+        checked = verify_shards(str(out / package))
+        assert checked.ok, checked.problems
+        assert checked.samples == report.cropped
+    boxes = read_bbox(out).to_pylist()
+    assert len(boxes) == report.cropped
+    inputs, crops, small = _samples(originals), _samples(out / "cropped"), _samples(out / "cropped_256")
+    truth = {row["processid"]: row for row in read_bbox(originals.parents[1] / "release").to_pylist()}
+    ious = []
+    for row in boxes:
+        box = (row["x0"], row["y0"], row["x1"], row["y1"])
+        assert (row["area_fraction"], row["scale_factor"]) == size_fields(box, (1024, 768))
+        with Image.open(io.BytesIO(inputs[row["processid"]][IMAGE])) as original:
+            cropped, cropped_256 = crop_with_preset(original.convert("RGB"), box, "bioscan5m")
+        assert crops[row["processid"]][IMAGE] == _jpeg(cropped)  # the crop is crop.py's, encoded once
+        assert small[row["processid"]][IMAGE] == _jpeg(cropped_256)
+        metadata = json.loads(small[row["processid"]][METADATA])
+        assert (metadata["area_fraction"], metadata["scale_factor"]) == (row["area_fraction"], row["scale_factor"])
+        true = truth[row["processid"]]
+        t = (true["x0"], true["y0"], true["x1"], true["y1"])
+        inter = max(0, min(box[2], t[2]) - max(box[0], t[0])) * max(0, min(box[3], t[3]) - max(box[1], t[1]))
+        ious.append(inter / ((box[2] - box[0]) * (box[3] - box[1]) + (t[2] - t[0]) * (t[3] - t[1]) - inter))
+    assert np.mean(ious) >= 0.8  # the classical detector on synthetic originals (its own tests hold it to 0.9)
+    review = [line.split("\t") for line in (out / "review.tsv").read_text().splitlines()]
+    scores = [float(r[2]) for r in review[1:]]
+    assert review[0][:3] == ["processid", "split", "score"] and scores == sorted(scores) and len(scores) == len(boxes)
+    assert (out / "contact_sheet.png").read_bytes().startswith(b"\x89PNG")
+    before = _tree_bytes(out)
+    again = crop_shards(_config(originals, out))
+    assert again.shards_written == 0 and again.shards_kept == report.shards_written
+    assert _tree_bytes(out) == before
+
+
+def _tamper(shards: Path, dest: Path, replacements: list[bytes]) -> tuple[Path, list[str]]:
+    """Copy the shard set; replace the first images of its first shard with `replacements`; fix the manifest."""
+    shutil.copytree(shards, dest)
+    index = json.loads((dest / "index.json").read_text())
+    entry = next(e for split in index["splits"].values() for e in split["shards"])
+    path = dest / entry["path"]
+    with tarfile.open(path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]  # type: ignore[union-attr]
+    victims = list(dict.fromkeys(m.name.split(".", 1)[0] for m, _ in members))[: len(replacements)]
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for info, payload in members:
+            key, ext = info.name.split(".", 1)
+            if ext == IMAGE and key in victims:
+                payload = replacements[victims.index(key)]
+                info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    path.write_bytes(out.getvalue())
+    entry["sha256"], entry["bytes"] = hashlib.sha256(out.getvalue()).hexdigest(), len(out.getvalue())
+    (dest / "index.json").write_text(json.dumps(index))
+    return dest, victims
+
+
+def test_bad_images_are_rejects_and_the_bioscan1m_preset_keeps_the_expanded_box(
+    originals: Path, tmp_path: Path
+) -> None:
+    black = _jpeg(Image.new("RGB", (1024, 768), (0, 0, 0)))
+    grey = _jpeg(Image.new("RGB", (1024, 768), (128, 128, 128)))
+    shards, victims = _tamper(originals, tmp_path / "bad", [b"not a jpeg at all", black, grey])
+    out = tmp_path / "out"
+    report = crop_shards(_config(shards, out, preset="bioscan1m", packages=("cropped_256",)))
+    rejects = [json.loads(line) for line in (out / "cropped_256" / "rejects.jsonl").read_text().splitlines()]
+    reasons = {r["processid"]: r["reason"] for r in rejects}
+    assert reasons == dict(zip(victims, ["unreadable_image", "no_detection", "no_detection"], strict=True))
+    assert all(r["detail"] for r in rejects) and "uniform" in rejects[1]["detail"]
+    assert report.cropped + report.rejected == report.read == SAMPLES and verify_shards(str(out / "cropped_256")).ok
+    assert not (out / "cropped").exists()
+    inputs, small = _samples(shards), _samples(out / "cropped_256")
+    ratios = []
+    for row in read_bbox(out).to_pylist():
+        box = (row["x0"], row["y0"], row["x1"], row["y1"])
+        with Image.open(io.BytesIO(inputs[row["processid"]][IMAGE])) as original:
+            _, expected = crop_with_preset(original.convert("RGB"), box, "bioscan1m")
+        assert small[row["processid"]][IMAGE] == _jpeg(expected) and min(expected.size) == 256
+        ratios.append(expected.width / expected.height)
+    assert len(ratios) == report.cropped and any(abs(r - 4 / 3) > 0.05 for r in ratios)  # no 4:3, no rotation
+
+
+def test_box_outside_the_image_is_a_reject_and_a_partly_outside_box_is_clipped(originals: Path, tmp_path: Path) -> None:
+    shards, _ = list_input_shards(str(originals), ("pretrain",))
+    shard = shards[0]
+    settings = CropSettings(str(tmp_path), ("cropped_256",), "bioscan5m", "original_full", "test")
+    rows = [RowDetection(0, (-80.0, -60.0, -10.0, -5.0), 0.9), RowDetection(1, (-100.0, 700.0, 200.0, 900.0), 0.8)]
+    rows += [RowDetection(r, (300.0, 200.0, 600.0, 500.0), 0.7) for r in range(2, shard.samples)]
+    made = crop_shard(shard, rows, settings)
+    assert [(r.reason, r.detail.split(" ")[0]) for r in made.rejects] == [("box_outside_image", "box")]
+    clipped = made.boxes[0]
+    assert (clipped.x0, clipped.y0, clipped.x1, clipped.y1) == (0, 700, 200, 768)
+    assert made.shards["cropped_256"].samples == shard.samples - 1
+
+
+def test_bad_arguments_fail_clearly(originals: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = str(tmp_path / "out")
+    assert main([str(originals), "--out", out, "--detector", "detr", "--checkpoint", str(tmp_path / "no.ckpt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    pickled = tmp_path / "pickled.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": NeedsUnpickling()}, pickled)
+    assert main([str(originals), "--out", out, "--detector", "detr", "--checkpoint", str(pickled)]) == 2
+    assert "weights_only" in capsys.readouterr().err
+    assert main([str(originals), "--out", out, "--packages", "cropped_512"]) == 2
+    assert "choose from" in capsys.readouterr().err
+    assert main([str(tmp_path / "nothing"), "--out", out]) == 2
+    assert "no shard manifest" in capsys.readouterr().err
+    assert not Path(out).exists()
+
+
+def test_detr_through_the_job(originals: Path, tmp_path: Path) -> None:
+    from zoo.detectors.detr import load_detr
+
+    load_detr(None, architecture=TINY_DETR).save_pretrained(tmp_path / "tiny_detr")
+    out = tmp_path / "out"
+    args = [str(originals), "--out", str(out), "--detector", "detr", "--checkpoint", str(tmp_path / "tiny_detr")]
+    assert main([*args, "--splits", "train", "--packages", "cropped_256", "--batch-size", "4", "--no-progress"]) == 0
+    index = json.loads((out / "cropped_256" / "index.json").read_text())
+    assert index["parameters"]["detector"]["name"] == "detr" and verify_shards(str(out / "cropped_256")).ok
+    assert len(read_bbox(out)) == index["totals"]["train"]["written"] > 0
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun_is_byte_identical(originals: Path, tmp_path: Path) -> None:
+    """The job (driver + its embedded Ray, one process group) is killed with SIGKILL once a shard is finished;
+    the rerun completes the same bytes as an uninterrupted run."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("RAY_ADDRESS", None)
+    run = [sys.executable, "-m", "jobs.crop", str(originals), "--no-progress", "--num-cpus", "2", "--batch-size", "2"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    subprocess.run([*run, "--out", str(whole)], env=env, cwd=REPO, check=True, capture_output=True, timeout=600)
+    proc = subprocess.Popen(
+        [*run, "--out", str(killed)], env=env, cwd=REPO, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.monotonic() + 300
+    while not list(killed.glob("_journal/*.json")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert list(killed.glob("_journal/*.json")) and not (killed / "cropped" / "index.json").exists()
+    subprocess.run([*run, "--out", str(killed)], env=env, cwd=REPO, check=True, capture_output=True, timeout=600)
+    assert _tree_bytes(killed) == _tree_bytes(whole)
+
+
+@pytest.mark.slow
+def test_ray_job_submit(ray_head: RayHead, originals: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    command = ["python", "-m", "jobs.crop", str(originals), "--out", str(out), "--packages", "cropped_256"]
+    result = ray_head.submit([*command, "--splits", "train", "--no-progress"], working_dir=REPO)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert verify_shards(str(out / "cropped_256")).ok and len(read_bbox(out)) > 0
