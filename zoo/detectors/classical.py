@@ -308,7 +308,7 @@ def _analyse(image: np.ndarray, config: ClassicalConfig) -> _Analysis:
     selected = members[labels]
     rim_contact = selected & _outline(inside)
     if rim_contact.any():
-        selected = _reach_over_rim(selected, rim_contact, beyond & (darker > weak_threshold), gap)
+        selected = _reach_over_rim(selected, rim_contact, beyond & (darker > weak_threshold), 2 * gap)
     rows, cols = np.nonzero(selected.any(axis=1))[0], np.nonzero(selected.any(axis=0))[0]
     box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
     confidence = _confidence(mass, seeds, members[1:], selected, inside, circle is not None)
