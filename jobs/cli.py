@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "probe-dna": ("jobs.probe_dna", "embeddings, 1-NN genus probe, linear probe and fine-tuning of a DNA model"),
     "evaluate": ("jobs.evaluate", "retrieval, zero-shot clustering or DNA probes over embedding stores"),
     "train-classifier": ("jobs.train_classifier", "fine-tune a timm image classifier on order / Diptera family"),
+    "train-clip": ("jobs.train_clip", "CLIP-style image-DNA-text contrastive training (Ray Train)"),
 }
 
 
