@@ -99,7 +99,11 @@ class CropConfig:
 
 @dataclass
 class CropReport:
-    """What a run did: rows read / cropped / rejected, shards written vs kept, seconds per phase."""
+    """What a run did: rows read / cropped / rejected, shards written vs kept, seconds per phase.
+
+    Phases: `plan` (detector built for its fingerprint, finished shards checked), `pipeline` (detection and crop
+    tasks, after the Ray runtime is up), `publish` (manifests, tables, contact sheet), `total` (all, with Ray's start).
+    """
 
     out: str
     read: int = 0
@@ -267,14 +271,18 @@ def crop_shards(config: CropConfig) -> CropReport:
     settings = CropSettings(config.out, tuple(config.packages), config.preset, manifest["package"], digest)
     kept = {s.number: c for s in shards if (c := reuse_shard(s, settings)) is not None}
     pending = [s for s in shards if s.number not in kept]
+    report.seconds["plan"] = time.perf_counter() - clock
     made: dict[int, ShardCrops] = {}
     if pending:  # a rerun of a finished job starts no Ray at all
         with ray_runtime(config.ray_address, num_cpus=config.num_cpus):
+            start = time.perf_counter()
             made = dict(
                 zip([s.number for s in pending], _detect_and_crop(config, pending, settings, digest), strict=True)
             )
-    report.seconds["crop"] = time.perf_counter() - clock
+            report.seconds["pipeline"] = time.perf_counter() - start
+    start = time.perf_counter()
     totals = publish(config, manifest, shards, [kept.get(s.number) or made[s.number] for s in shards], fingerprint)
+    report.seconds["publish"] = time.perf_counter() - start
     report.read, report.cropped, report.rejected = totals["read"], totals["written"], totals["rejected"]
     report.shards_kept, report.shards_written = len(kept), len(pending)
     report.seconds["total"] = time.perf_counter() - clock
