@@ -62,14 +62,15 @@ class _Analysis:
 
 
 def _working_image(image: np.ndarray, work_height: int) -> tuple[np.ndarray, tuple[float, float]]:
-    """The photo reduced by an integer factor (box average) to about `work_height`, as float32, and the scale."""
-    height, width = image.shape[:2]
-    factor = max(1, height // work_height)
-    if factor > 1:
-        reduced = np.asarray(Image.fromarray(image).reduce(factor), dtype=np.float32)
-    else:
-        reduced = image.astype(np.float32)
-    return reduced, (width / reduced.shape[1], height / reduced.shape[0])
+    """The photo reduced by an integer factor (box average) to about `work_height`, as float32, and the factor.
+
+    Working pixel j covers original pixels [factor * j, factor * (j + 1)) (a last, partial block is clipped when
+    mapping back): the scale is the factor itself, not width / reduced width (1024 / 342 put right edges 1 px in).
+    """
+    factor = max(1, image.shape[0] // work_height)
+    if factor == 1:
+        return image.astype(np.float32), (1.0, 1.0)
+    return np.asarray(Image.fromarray(image).reduce(factor), dtype=np.float32), (float(factor), float(factor))
 
 
 def _opponent(work: np.ndarray) -> np.ndarray:
@@ -303,7 +304,11 @@ def _analyse(image: np.ndarray, config: ClassicalConfig) -> _Analysis:
     # floor-tinted fringes of reflections, and not touching the rim (its dark edge where the circle is off)
     darkness = np.bincount(flat, weights=darker.ravel(), minlength=count + 1)[1:]
     touches_rim = np.bincount(labels[_outline(inside)], minlength=count + 1)[1:] > 0
-    gap = max(1, round(config.join_distance * opp.shape[1]))
+    rows, cols = ndimage.find_objects((labels == main + 1).view(np.uint8))[0]  # type: ignore[misc]
+    body_size = max(rows.stop - rows.start, cols.stop - cols.start)
+    # a fragment joins within `join_distance`, but no farther than half the body's size: a fibre or bubble
+    # beside a small insect would double its box
+    gap = max(1, round(min(config.join_distance * opp.shape[1], 0.25 * body_size)))
     members = _join_fragments(labels, main, (darkness > 0) & ~touches_rim, gap)
     selected = members[labels]
     rim_contact = selected & _outline(inside)
