@@ -3,6 +3,10 @@
     python -m jobs.train_classifier OUT/cropped_256 --output runs/order --task order --model resnet50 --workers 2
     ray job submit --working-dir . -- python -m jobs.train_classifier s3://bucket/cropped_256 --output /shared/run --gpu
     python -m jobs.train_classifier --synthetic --num-samples 20000 --output runs/smoke --model resnet10t --workers 0
+    python -m jobs.train_classifier OUT1M/cropped_256 --partitioning large_insect_order --output runs/1m-order
+
+`--partitioning` reads a BIOSCAN-1M shard set's experiment splits (the task follows: *_insect_order -> order,
+*_diptera_family -> diptera_family); with `--synthetic` it makes a synthetic 1M shard set.
 
 Rerunning with the same `--output` resumes from its last checkpoint. `--workers 0` runs in-process (no Ray).
 Outputs: classes.json, checkpoint.pt, model.safetensors, metrics.jsonl, loss_curve.png, report.json / .md,
@@ -18,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from bioscan_stream.ray_runtime import ray_runtime
-from zoo.tasks.classify_data import TASKS, ClassTask, build_class_list, make_synthetic_shards
+from bioscan_stream.release1m import PARTITIONINGS
+from zoo.tasks.classify_data import TASKS, ClassTask, build_class_list, make_synthetic_shards, make_synthetic_shards_1m
 from zoo.tasks.classify_task import ClassifyConfig, train_worker
 
 
@@ -26,7 +31,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bioscan-stream train-classifier", description=__doc__.splitlines()[0])
     p.add_argument("shards", nargs="?", help="image shard set, e.g. OUT/cropped_256 (local or s3://)")
     p.add_argument("--output", required=True, help="run folder (resumed when it holds a checkpoint)")
-    p.add_argument("--task", choices=sorted(TASKS), default="order", help="order: top 16; diptera_family: top 40")
+    p.add_argument("--task", choices=sorted(TASKS), help="order: top 16; diptera_family: top 40 (default: order)")
+    p.add_argument("--partitioning", choices=PARTITIONINGS, help="a BIOSCAN-1M shard set's experiment splits")
     p.add_argument("--top-n", type=int, help="classes kept (default: 16 orders / 40 Diptera families)")
     p.add_argument("--model", default="resnet50", help="timm model name, e.g. vit_base_patch16_224, resnet10t")
     p.add_argument("--pretrained", help="backbone weights: a local .safetensors or torch state-dict file")
@@ -53,6 +59,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if (args.shards is None) == (not args.synthetic):
         p.error("give either a shard set or --synthetic")
+    if args.task is None:
+        args.task = "diptera_family" if (args.partitioning or "").endswith("diptera_family") else "order"
     return args
 
 
@@ -60,15 +68,19 @@ def _shards(args: argparse.Namespace) -> str:
     """The shard set: as given, or a synthetic release's train/test photos converted once into OUTPUT/synthetic."""
     if not args.synthetic:
         return str(args.shards)
-    folder = Path(args.output).resolve() / "synthetic"
+    folder = Path(args.output).resolve() / ("synthetic1m" if args.partitioning else "synthetic")
     ready = folder / "shards" / "cropped_256" / "index.json"
-    return str(ready.parent) if ready.exists() else make_synthetic_shards(folder, samples=args.num_samples)
+    make = make_synthetic_shards_1m if args.partitioning else make_synthetic_shards
+    return str(ready.parent) if ready.exists() else make(folder, samples=args.num_samples)
 
 
 def _config(args: argparse.Namespace, shards: str) -> ClassifyConfig:
     task = TASKS[args.task]
     classes = build_class_list(
-        shards, ClassTask(task.rank, args.top_n or task.top_n, task.within), split=args.train_split
+        shards,
+        ClassTask(task.rank, args.top_n or task.top_n, task.within),
+        split=args.train_split,
+        partitioning=args.partitioning,
     )
     print(f"{classes.num_classes} classes of {classes.rank}; train records excluded: {classes.excluded}")
     return ClassifyConfig(
@@ -77,7 +89,7 @@ def _config(args: argparse.Namespace, shards: str) -> ClassifyConfig:
         max_steps=args.max_steps, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
         label_smoothing=args.label_smoothing, crop_scale=(args.crop_scale_min, 1.0),
         loader_workers=args.loader_workers, checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-        seed=args.seed, train_split=args.train_split, test_split=args.test_split,
+        seed=args.seed, train_split=args.train_split, test_split=args.test_split, partitioning=args.partitioning,
     )  # fmt: skip
 
 

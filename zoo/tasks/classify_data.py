@@ -9,7 +9,9 @@ metrics, and counted by reason. Class index -> label name comes from the shard s
 (`vocab.json`, named in `index.json`), whose codes are the stream's targets (-1 = missing).
 
 `make_synthetic_shards` renders a small synthetic release's train/test images (the photos are drawn from
-the true taxonomy, so order is learnable from them) and converts them to shards, for smoke tests.
+the true taxonomy, so order is learnable from them) and converts them to shards, for smoke tests;
+`make_synthetic_shards_1m` does the same for a synthetic BIOSCAN-1M release, whose shard set is read with a
+`partitioning` (the 1M experiments' own train / validation / test splits, e.g. `large_insect_order`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ __all__ = [
     "build_class_list",
     "count_labels",
     "make_synthetic_shards",
+    "make_synthetic_shards_1m",
     "read_vocabularies",
     "select_top",
 ]
@@ -124,10 +127,13 @@ def read_vocabularies(url: str) -> dict[str, list[str]]:
     return {str(k): [str(x) for x in v] for k, v in data.items()}
 
 
-def count_labels(url: str, split: str, targets: tuple[str, ...], *, batch_size: int = 1024) -> dict[str, np.ndarray]:
-    """Every record's target codes of `split` (int64 arrays, manifest order), read without decoding images."""
+def count_labels(
+    url: str, split: str, targets: tuple[str, ...], *, batch_size: int = 1024, partitioning: str | None = None
+) -> dict[str, np.ndarray]:
+    """Every record's target codes of `split` (of a 1M `partitioning`), int64 arrays in manifest order, read
+    without decoding images."""
     stream = BioscanStream(
-        url, split=split, modalities=(), targets=targets, batch_size=batch_size,
+        url, split=split, modalities=(), targets=targets, batch_size=batch_size, partitioning=partitioning,
         shuffle_buffer=0, shard_shuffle=False, rank=0, world_size=1,
     )  # fmt: skip
     chunks: dict[str, list[np.ndarray]] = {t: [] for t in targets}
@@ -143,12 +149,12 @@ def select_top(codes: np.ndarray, top_n: int) -> list[tuple[int, int]]:
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top_n]
 
 
-def build_class_list(url: str, task: ClassTask, *, split: str = "train") -> ClassList:
-    """The class list of `task` from the label counts of `split` of the shard set at `url`."""
+def build_class_list(url: str, task: ClassTask, *, split: str = "train", partitioning: str | None = None) -> ClassList:
+    """The class list of `task` from the label counts of `split` (of a 1M `partitioning`) of the shard set at `url`."""
     vocab = read_vocabularies(url)
     parent_code = None
     targets: tuple[str, ...] = (task.rank,) if task.within is None else (task.rank, "order")
-    labels = count_labels(url, split, targets)
+    labels = count_labels(url, split, targets, partitioning=partitioning)
     codes = labels[task.rank]
     excluded = {"missing": 0, "outside_parent": 0, "outside_top_n": 0}
     if task.within is not None:
@@ -194,4 +200,18 @@ def make_synthetic_shards(out: str | Path, *, samples: int, seed: int = 0, worke
         root=str(root), out=str(shards), splits=("train", "test"), seed=seed, workers=workers, dna=False, progress=False
     )
     convert_release(config)
+    return str(shards / "cropped_256")
+
+
+def make_synthetic_shards_1m(out: str | Path, *, samples: int, seed: int = 0, workers: int = 2) -> str:
+    """The synthetic BIOSCAN-1M release of a `samples`-record synthetic world (about a fifth of its records, with
+    `cropped_256` photos as a tree), converted to `out/shards/cropped_256`; returns that shard-set folder."""
+    from bioscan_stream.shards.convert import ConvertConfig, convert_release
+    from bioscan_stream.synth.release1m import write_release_1m
+
+    root, shards = Path(out) / "release", Path(out) / "shards"
+    write_release_1m(root, samples=samples, seed=seed, containers=("tree",), workers=workers)
+    convert_release(
+        ConvertConfig(root=str(root), out=str(shards), seed=seed, workers=workers, min_shards=1, progress=False)
+    )
     return str(shards / "cropped_256")

@@ -6,7 +6,10 @@ accuracy (mean per-class accuracy over the classes present in the test records, 
 class's accuracy, and beside them the majority-class baseline (always predict the most populated train
 class; its top-5 predicts the 5 most populated) and chance (1/C, 5/C, 1/C), so a number is never read
 without its floor. Outputs: `report.json`, `report.md`, `confusion_matrix.png`; `plot_loss_curve` draws
-the training log.
+the training log. A run on a BIOSCAN-1M partitioning (`experiment`, e.g. `large_insect_order`) also gets the 1M
+paper's layout: its dataset size and task named as the paper names them (Large / Medium / Small,
+Insect-Order / Diptera-Family) beside top-1 and macro accuracy, and `per_class_accuracy.png`, the per-class
+top-1 test accuracy with classes in decreasing size (the 1M README's per-class figure).
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from zoo.tasks.classify_data import ClassList
 __all__ = ["evaluate", "plot_confusion", "plot_loss_curve", "write_report"]
 
 REPORT_JSON, REPORT_MD, CONFUSION_PNG = "report.json", "report.md", "confusion_matrix.png"
+PER_CLASS_PNG = "per_class_accuracy.png"
+_SIZES_1M = {"large": "Large", "medium": "Medium", "small": "Small"}
+_TASKS_1M = {"insect_order": "Insect-Order", "diptera_family": "Diptera-Family"}
 
 
 def _per_class(pred: np.ndarray, labels: np.ndarray, classes: ClassList) -> list[dict[str, Any]]:
@@ -39,10 +45,18 @@ def _per_class(pred: np.ndarray, labels: np.ndarray, classes: ClassList) -> list
     return rows
 
 
-def evaluate(topk: np.ndarray, labels: np.ndarray, classes: ClassList, *, excluded: dict[str, int]) -> dict[str, Any]:
+def evaluate(
+    topk: np.ndarray,
+    labels: np.ndarray,
+    classes: ClassList,
+    *,
+    excluded: dict[str, int],
+    experiment: str | None = None,
+) -> dict[str, Any]:
     """Metrics of predictions `topk` `(n, k)` (class indices by decreasing score) against `labels` `(n,)`.
 
-    `excluded` counts the test records outside the class list (not in `labels`), reported as such.
+    `excluded` counts the test records outside the class list (not in `labels`), reported as such;
+    `experiment` names a BIOSCAN-1M partitioning the run used (added to the report with the 1M layout).
     """
     c = classes.num_classes
     k5 = min(5, c)
@@ -53,7 +67,9 @@ def evaluate(topk: np.ndarray, labels: np.ndarray, classes: ClassList, *, exclud
     np.add.at(confusion, (labels, pred), 1)
     n = max(len(labels), 1)
     majority_hits = int((labels == 0).sum())
+    named = {} if experiment is None else {"experiment": experiment}
     return {
+        **named,
         "rank": classes.rank,
         "within": classes.within,
         "num_classes": c,
@@ -98,11 +114,62 @@ def _markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _paper_name(experiment: str) -> tuple[str, str]:
+    """(dataset, task) as the 1M paper names a partitioning, e.g. ("Large", "Insect-Order")."""
+    size, _, task = experiment.partition("_")
+    return _SIZES_1M.get(size, size), _TASKS_1M.get(task, task)
+
+
+def _markdown_1m(report: dict[str, Any]) -> str:
+    """The 1M paper's layout: one results row per experiment, then per-class top-1 in decreasing class size."""
+    dataset, task = _paper_name(report["experiment"])
+    lines = [
+        f"## BIOSCAN-1M layout: {dataset} dataset, {task} ({report['experiment']})",
+        "",
+        "| dataset | task | classes | top-1 accuracy | macro accuracy | majority top-1 | chance macro |",
+        "|---|---|---:|---:|---:|---:|---:|",
+        f"| {dataset} | {task} | {report['num_classes']} | {100 * report['top1']:.1f} | {100 * report['macro']:.1f} | "
+        f"{100 * report['majority']['top1']:.1f} | {100 * report['chance']['macro']:.1f} |",
+        "",
+        f"Per-class top-1 test accuracy ({PER_CLASS_PNG}):",
+        "",
+        "| " + " | ".join(row["label"] for row in report["per_class"]) + " |",
+        "|" + "---:|" * len(report["per_class"]),
+        "| "
+        + " | ".join("-" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f}" for r in report["per_class"])
+        + " |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot_per_class(report: dict[str, Any], png: Path) -> None:
+    """Per-class top-1 test accuracy, classes in decreasing train size, test counts on the bars."""
+    plt = _pyplot()
+    rows = report["per_class"]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(rows) + 2), 4.5))
+    accuracy = [0.0 if r["accuracy"] is None else 100 * r["accuracy"] for r in rows]
+    bars = ax.bar(range(len(rows)), accuracy, color="tab:green")
+    for bar, row in zip(bars, rows, strict=True):
+        ax.text(
+            bar.get_x() + bar.get_width() / 2, bar.get_height() + 1, str(row["test_count"]), ha="center", fontsize=7
+        )
+    ax.set_xticks(range(len(rows)), [r["label"] for r in rows], rotation=75, ha="right", fontsize=8)
+    ax.set(ylim=(0, 110), ylabel="top-1 test accuracy (%)", title=f"Per-class top-1: {report.get('experiment', '')}")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
 def write_report(report: dict[str, Any], out_dir: str | Path) -> None:
-    """`report.json`, `report.md` (summary + per-class table) and `confusion_matrix.png` in `out_dir`."""
+    """`report.json`, `report.md` (summary + per-class table) and `confusion_matrix.png` in `out_dir`; a 1M run
+    (`report["experiment"]`) also gets the 1M paper's layout in `report.md` and `per_class_accuracy.png`."""
     out = Path(out_dir)
     (out / REPORT_JSON).write_text(json.dumps(report, indent=1, ensure_ascii=False))
-    (out / REPORT_MD).write_text(_markdown(report))
+    markdown = _markdown(report)
+    if report.get("experiment"):
+        markdown += "\n" + _markdown_1m(report)
+        plot_per_class(report, out / PER_CLASS_PNG)
+    (out / REPORT_MD).write_text(markdown)
     labels = [row["label"] for row in report["per_class"]]
     plot_confusion(np.asarray(report["confusion"]), labels, out / CONFUSION_PNG)
 

@@ -82,6 +82,8 @@ class ClassifyConfig:
     seed: int = 0
     train_split: str = "train"
     test_split: str = "test"
+    #: A BIOSCAN-1M shard set's partitioning version (`large_insect_order`, ...): its splits are read.
+    partitioning: str | None = None
 
     def total_steps(self, train_samples: int, world: int) -> int:
         """Planned optimizer steps (the schedule's length), or `max_steps` when fewer.
@@ -165,7 +167,8 @@ def _rank_world() -> tuple[int, int]:
 def _loader(cfg: ClassifyConfig, split: str, *, train: bool) -> Any:
     transform = ImageTransform(train=train, size=cfg.image_size, scale=cfg.crop_scale)
     stream = BioscanStream(
-        cfg.shards, split=split, modalities=("image",), targets=cfg.classes.targets, batch_size=cfg.batch_size,
+        cfg.shards, split=split, partitioning=cfg.partitioning, modalities=("image",), targets=cfg.classes.targets,
+        batch_size=cfg.batch_size,
         transform=transform, normalize=False, tokenizer=None, seed=cfg.seed, shuffle_buffer=1000 if train else 0,
     )  # fmt: skip
     return make_loader(stream, num_workers=cfg.loader_workers)
@@ -391,7 +394,7 @@ def predict(model: nn.Module, cfg: ClassifyConfig, run: _Run) -> tuple[np.ndarra
 def _finish(state: _State, cfg: ClassifyConfig, run: _Run) -> dict[str, Any]:
     """Test-split evaluation (all ranks), then rank 0 writes the weights, report and plots."""
     topk, labels, excluded = predict(state.model, cfg, run)
-    report = evaluate(topk, labels, cfg.classes, excluded=excluded)
+    report = evaluate(topk, labels, cfg.classes, excluded=excluded, experiment=cfg.partitioning)
     if run.rank == 0:
         from safetensors.torch import save_file
 
