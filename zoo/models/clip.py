@@ -331,6 +331,12 @@ class ClipModel(nn.Module):
     def modalities(self) -> tuple[str, ...]:
         return tuple(self.towers)
 
+    def tower(self, modality: str) -> ClipTower:
+        """The tower of `modality` (typed access to `towers[modality]`)."""
+        tower = self.towers[modality]
+        assert isinstance(tower, ClipTower)
+        return tower
+
     def logit_scale(self) -> torch.Tensor:
         """1/T, clamped to the recipe's maximum."""
         return self.log_logit_scale.clamp(max=math.log(self.recipe.max_logit_scale)).exp()
@@ -437,8 +443,7 @@ def clip_export(name: str, pretrained: str | Path | None = None, **overrides: An
     modality = match["modality"]
     if modality not in model.towers:
         raise ValueError(f"{name}: the run trained {model.modalities}, not {modality!r}")
-    tower = model.towers[modality]
-    assert isinstance(tower, ClipTower)
+    tower = model.tower(modality)
     tower.name = name.removeprefix("clip:")
     return tower.eval()
 
