@@ -306,6 +306,7 @@ def _analyse(image: np.ndarray, config: ClassicalConfig) -> _Analysis:
     touches_rim = np.bincount(labels[_outline(inside)], minlength=count + 1)[1:] > 0
     rows, cols = ndimage.find_objects((labels == main + 1).view(np.uint8))[0]  # type: ignore[misc]
     body_size = max(rows.stop - rows.start, cols.stop - cols.start)
+    body_area = (rows.stop - rows.start) * (cols.stop - cols.start)
     # a fragment joins within `join_distance`, but no farther than half the body's size: a fibre or bubble
     # beside a small insect would double its box
     gap = max(1, round(min(config.join_distance * opp.shape[1], 0.25 * body_size)))
@@ -316,7 +317,9 @@ def _analyse(image: np.ndarray, config: ClassicalConfig) -> _Analysis:
         selected = _reach_over_rim(selected, rim_contact, beyond & (darker > weak_threshold), 2 * gap)
     rows, cols = np.nonzero(selected.any(axis=1))[0], np.nonzero(selected.any(axis=0))[0]
     box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
-    confidence = _confidence(mass, seeds, members[1:], selected, inside, circle is not None)
+    growth = (box[2] - box[0]) * (box[3] - box[1]) / body_area
+    touches = bool((selected & _outline(inside)).any())
+    confidence = _confidence(mass, seeds, members[1:], growth, touches) * (1.0 if circle else 0.6)
     return _Analysis(scale, box, confidence, "", circle, selected)
 
 
@@ -334,14 +337,18 @@ def _reach_over_rim(selected: np.ndarray, contact: np.ndarray, dark_beyond: np.n
     return keep[grown]
 
 
-def _confidence(
-    mass: np.ndarray, seeds: np.ndarray, members: np.ndarray, selected: np.ndarray, inside: np.ndarray, found_well: bool
-) -> float:
-    """How sure the box is: the share of the well's foreground it holds, its seed strength, rim/frame contact."""
+def _confidence(mass: np.ndarray, seeds: np.ndarray, members: np.ndarray, growth: float, touches: bool) -> float:
+    """How sure the box is, in [0, 1]: a product of what makes a box doubtful on the fixtures and synthetic wells.
+
+    The share of the well's foreground mass the organism holds (specks and fibres elsewhere lower it), its seed
+    strength (a faint speck is no insect), how much joined fragments grew the body's box (`growth`, area ratio:
+    a fibre or bubble joined by mistake doubles a small insect's box), and rim or frame contact (the box may be
+    cut there).
+    """
     isolation = float(mass[members].sum() / mass.sum())
     strength = min(1.0, float(seeds[members].sum()) / 12.0)
-    touches = bool((selected & _outline(inside)).any())
-    return round(isolation * strength * (0.7 if touches else 1.0) * (1.0 if found_well else 0.6), 4)
+    joined = min(1.0, 1.5 / growth)
+    return round(isolation * strength * joined * (0.7 if touches else 1.0), 4)
 
 
 @register_detector("classical")
