@@ -483,6 +483,10 @@ def report_summary(report: ConvertReport) -> str:
     lines = [f"{'split':<14}{'written':>10}{'rejected':>10}{'read':>10}"]
     for split, t in (report.manifest or {}).get("totals", {}).items():
         lines.append(f"{split:<14}{t['written']:>10}{t['rejected']:>10}{t['read']:>10}")
+    totals = (report.manifest or {}).get("totals", {})
+    for name, splits in (report.manifest or {}).get("partitionings", {}).items():  # a 1M set: splits of each version
+        sizes = {split: sum(totals.get(g, {}).get("written", 0) for g in groups) for split, groups in splits.items()}
+        lines.append(f"{name:<22}" + "  ".join(f"{split} {n:,d}" for split, n in sizes.items()))
     if report.dna_manifest is not None:
         dna = report.dna_manifest["totals"][DNA_SPLIT]
         lines.append(

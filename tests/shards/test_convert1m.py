@@ -17,7 +17,7 @@ import pytest
 import ray
 
 from bioscan_stream.release1m import HDF5_GROUP, PARTITIONINGS, read_metadata_1m, vocabularies_1m
-from bioscan_stream.shards.convert import ConvertConfig, ConvertReport, convert_release
+from bioscan_stream.shards.convert import ConvertConfig, ConvertReport, convert_release, report_summary
 from bioscan_stream.shards.verify import verify_shards
 from bioscan_stream.stream import BioscanStream
 from bioscan_stream.validate import RejectsReport
@@ -63,6 +63,8 @@ def test_conversion_keeps_the_guarantees(
     assert all(t["written"] + t["rejected"] == t["read"] for t in manifest["totals"].values())
     assert set(manifest["partitionings"]) == set(PARTITIONINGS)
     assert verify_shards(str(out / PACKAGE)).ok
+    train = int(pc.sum(pc.equal(table["large_insect_order"], "train")).as_py())
+    assert f"large_insect_order    train {train:,d}  validation" in report_summary(report)
     vocab = json.loads((out / PACKAGE / "vocab.json").read_text())
     assert vocab == vocabularies_1m(read_metadata_1m(root))
     before = {p: p.read_bytes() for p in sorted((out / PACKAGE).glob("*/*.tar"))}
