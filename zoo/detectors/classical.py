@@ -5,17 +5,23 @@ organism lying in a round plate well: a smooth grey-blue floor, a bright/dark ri
 plate beyond (../shared/reference/cropping.md). The detector works on a reduced copy of the photo (height
 `work_height`, 256 by default) and maps its box back to original pixels:
 
-1. the well: pixels that look like the floor (near its colour, smooth) form one region; a circle fitted to that
-   region's outline, trimmed of points the insect pushes inwards, is the well, and everything beyond
-   `rim_margin` inside it is ignored, so the rim can never merge into the box;
-2. the floor's lighting: a quadratic surface per opponent colour channel, fitted robustly to the floor pixels
-   (insect, specks and reflections fall out as outliers);
+1. the well (at half the working resolution): the floor's colour is the most common one among smooth pixels
+   (not the centre's: a large insect covers it); floor-like pixels form one region, and the circle through the
+   most points of its outline (RANSAC: the insect and leaks bite into the outline, the rim's arcs do not) is
+   the well; everything beyond `rim_margin` inside it is left out, so the rim cannot merge into the box;
+2. the floor's lighting: a quadratic surface per opponent colour channel (luminance, red-green, yellow-blue),
+   fitted robustly to the floor pixels (insect, specks and reflections fall out as outliers);
 3. the insect: per pixel, how much darker and how differently coloured than the floor it is (brighter counts
-   less: reflections and arcs are bright and grey), in units of the floor's own noise; hysteresis from
-   strong seeds down to a weak threshold reaches faint legs, antennae and wing veins; fragments near the
-   main body (thin legs break up at low resolution) join it;
-4. a confidence in [0, 1] from the contrast of the organism, how much of the well's foreground it holds, and
-   whether it runs into the rim or the frame (where the box may be cut).
+   at `bright_weight`: the well's reflections are bright but keep the floor's tint), against thresholds
+   scaled by the floor's own noise; hysteresis from strong seeds down to the weak threshold reaches faint
+   legs, antennae and wing veins; the strongest component is the body;
+4. fragments (legs that break up at low resolution) join the body when they are darker than the floor, lie
+   within `join_distance` (and a quarter of the body's size) of its pixels and do not touch the rim; where
+   the body meets the rim margin it may continue over the rim through dark pixels near the contact (a fly's
+   head, a wing tip), a bounded reach, so the rim's own dark edge adds a few pixels at most;
+5. a confidence in [0, 1]: the share of the well's foreground the organism holds, its seed strength, how much
+   joined fragments grew its box, and rim or frame contact (x0.7: the box may be cut there) or no well
+   found (x0.6).
 
 Images that are not a well photo (uniform, black) and empty wells come back with no box and a reason.
 """
@@ -139,7 +145,7 @@ def _floor_reference(opp: np.ndarray, gradient: np.ndarray) -> np.ndarray:
 
     A mode, not a median of the centre, because a frame-filling insect covers the centre.
     """
-    smooth = gradient < np.median(gradient)
+    smooth = gradient <= np.median(gradient)  # <=: a flat synthetic floor has a median gradient of 0
     luminance = opp[0][smooth]
     counts, edges = np.histogram(luminance, bins=64, range=(0, 256))
     counts = np.convolve(counts, np.ones(3), mode="same")
@@ -289,38 +295,44 @@ def _analyse(image: np.ndarray, config: ClassicalConfig) -> _Analysis:
         return _Analysis(scale, None, 0.0, "uniform_image")
     circle, floor, inside = _find_well(opp, half, config)
     score = _foreground_score(opp, floor, config)
-    darker = floor[0] - opp[0]
-    beyond = ~inside  # the rim margin and the rim: only reached from the body (`_reach_over_rim`)
-    score[beyond] = 0.0
-    weak_threshold, strong_threshold = _thresholds(score, inside, config)
-    labels, count = ndimage.label(score > weak_threshold, np.ones((3, 3), bool))
-    flat = labels.ravel()
-    seeds = np.bincount(labels[score > strong_threshold], minlength=count + 1)[1:]
-    if not (seeds >= config.min_seed_pixels).any():
+    score[~inside] = 0.0  # the rim margin and the rim: only reached from the body (`_reach_over_rim`)
+    found = _organism(score, floor[0] - opp[0], inside, config)
+    if found is None:
         return _Analysis(scale, None, 0.0, "no_specimen_found", circle)
+    selected, box, confidence = found
+    return _Analysis(scale, box, round(confidence * (1.0 if circle else 0.6), 4), "", circle, selected)
+
+
+def _organism(
+    score: np.ndarray, darker: np.ndarray, inside: np.ndarray, config: ClassicalConfig
+) -> tuple[np.ndarray, tuple[int, int, int, int], float] | None:
+    """(pixels, box, confidence) of the organism: seeds -> body -> fragments -> over the rim; None if no seed."""
+    weak, strong = _thresholds(score, inside, config)
+    labels, count = ndimage.label(score > weak, np.ones((3, 3), bool))
+    flat = labels.ravel()
+    seeds = np.bincount(labels[score > strong], minlength=count + 1)[1:]
+    if not (seeds >= config.min_seed_pixels).any():
+        return None
     mass = np.bincount(flat, weights=score.ravel(), minlength=count + 1)[1:]
     main = int(np.argmax(np.where(seeds >= config.min_seed_pixels, mass, -1.0)))
     # fragments that may join the body: darker than the floor on average (legs, antennae, specks), not the
     # floor-tinted fringes of reflections, and not touching the rim (its dark edge where the circle is off)
     darkness = np.bincount(flat, weights=darker.ravel(), minlength=count + 1)[1:]
-    touches_rim = np.bincount(labels[_outline(inside)], minlength=count + 1)[1:] > 0
+    rim = _outline(inside)
+    touches_rim = np.bincount(labels[rim], minlength=count + 1)[1:] > 0
     rows, cols = ndimage.find_objects((labels == main + 1).view(np.uint8))[0]  # type: ignore[misc]
-    body_size = max(rows.stop - rows.start, cols.stop - cols.start)
-    body_area = (rows.stop - rows.start) * (cols.stop - cols.start)
-    # a fragment joins within `join_distance`, but no farther than half the body's size: a fibre or bubble
-    # beside a small insect would double its box
-    gap = max(1, round(min(config.join_distance * opp.shape[1], 0.25 * body_size)))
+    body_height, body_width = rows.stop - rows.start, cols.stop - cols.start
+    # within `join_distance`, but no farther than a quarter of the body's size: a fibre or bubble beside a small
+    # insect would double its box
+    gap = max(1, round(min(config.join_distance * score.shape[0], 0.25 * max(body_height, body_width))))
     members = _join_fragments(labels, main, (darkness > 0) & ~touches_rim, gap)
     selected = members[labels]
-    rim_contact = selected & _outline(inside)
-    if rim_contact.any():
-        selected = _reach_over_rim(selected, rim_contact, beyond & (darker > weak_threshold), 2 * gap)
-    rows, cols = np.nonzero(selected.any(axis=1))[0], np.nonzero(selected.any(axis=0))[0]
-    box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
-    growth = (box[2] - box[0]) * (box[3] - box[1]) / body_area
-    touches = bool((selected & _outline(inside)).any())
-    confidence = _confidence(mass, seeds, members[1:], growth, touches) * (1.0 if circle else 0.6)
-    return _Analysis(scale, box, confidence, "", circle, selected)
+    if (selected & rim).any():
+        selected = _reach_over_rim(selected, selected & rim, ~inside & (darker > weak), 2 * gap)
+    ys, xs = np.nonzero(selected.any(axis=1))[0], np.nonzero(selected.any(axis=0))[0]
+    box = (int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1)
+    growth = (box[2] - box[0]) * (box[3] - box[1]) / (body_height * body_width)
+    return selected, box, _confidence(mass, seeds, members[1:], growth, bool((selected & rim).any()))
 
 
 def _reach_over_rim(selected: np.ndarray, contact: np.ndarray, dark_beyond: np.ndarray, reach: int) -> np.ndarray:

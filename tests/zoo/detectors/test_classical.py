@@ -94,6 +94,18 @@ def test_crops_are_crop_py_applied_to_the_detected_box(
     assert holds >= 0.9 * len(rows)
 
 
+@pytest.mark.parametrize(("height", "factor"), [(256, 1), (768, 3), (2160, 8)])
+def test_a_dark_bar_on_a_flat_floor_is_boxed_to_the_working_pixel(height: int, factor: int, detector) -> None:
+    """No well rim at all (a flat floor): the bar is still found, its box exact to one reduction block."""
+    width = height * 4 // 3
+    image = np.full((height, width, 3), 200, np.uint8)
+    bar = (width // 3 + 5, height // 2 + 2, width // 2 + 7, height // 2 + height // 12)
+    image[bar[1] : bar[3], bar[0] : bar[2]] = (120, 90, 60)
+    [detection] = detector.detect([image])
+    assert detection.box is not None and 0 < detection.score < 0.7  # no well found: a doubtful photo
+    assert all(abs(found - true) < factor for found, true in zip(detection.box, bar, strict=True)), detection.box
+
+
 @pytest.mark.parametrize(
     ("image", "reason"),
     [
