@@ -33,9 +33,10 @@ from bioscan_stream.schema import IMAGE, METADATA
 from bioscan_stream.shards.convert import ConvertConfig, convert_release
 from bioscan_stream.shards.verify import verify_shards
 from bioscan_stream.sizes import size_fields
+from bioscan_stream.storage import put_file, read_bytes, url_exists
 from jobs.crop import main
 from zoo.cropping import CropConfig, crop_shards
-from zoo.cropping.shard import JPEG_QUALITY, CropSettings, RowDetection, crop_shard
+from zoo.cropping.shard import JPEG_QUALITY, CropSettings, RowDetection, crop_shard, original_box, original_size
 from zoo.embedding.sources import list_input_shards, read_shard_samples
 
 REPO = Path(__file__).resolve().parents[2]
@@ -197,6 +198,14 @@ def test_box_outside_the_image_is_a_reject_and_a_partly_outside_box_is_clipped(o
     assert made.shards["cropped_256"].samples == shard.samples - 1
 
 
+def test_original_256_boxes_are_reported_in_original_pixels() -> None:
+    assert original_size((341, 256), "original_256") == (1024, 768)
+    assert original_size((256, 341), "original_256") == (768, 1023)  # a portrait one: scaled back by 3
+    assert original_size((341, 256), "original_full") == (341, 256)
+    assert original_box((100.2, 50, 200, 150), (341, 256), (1024, 768)) == (301, 150, 601, 450)
+    assert original_box((-5, -5, 400, 300), (341, 256), (1024, 768)) == (0, 0, 1024, 768)
+
+
 def test_bad_arguments_fail_clearly(originals: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = str(tmp_path / "out")
     assert main([str(originals), "--out", out, "--detector", "detr", "--checkpoint", str(tmp_path / "no.ckpt")]) == 2
@@ -222,6 +231,24 @@ def test_detr_through_the_job(originals: Path, tmp_path: Path) -> None:
     index = json.loads((out / "cropped_256" / "index.json").read_text())
     assert index["parameters"]["detector"]["name"] == "detr" and verify_shards(str(out / "cropped_256")).ok
     assert len(read_bbox(out)) == index["totals"]["train"]["written"] > 0
+
+
+@pytest.mark.s3
+def test_s3_in_and_out(originals: Path, s3_bucket: str) -> None:
+    for path in originals.rglob("*"):
+        if path.is_file() and "_journal" not in path.parts:
+            put_file(path, f"{s3_bucket}/shards/{path.relative_to(originals)}")
+    task_env = tuple((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))  # workers predate the server
+    config = CropConfig(
+        f"{s3_bucket}/shards", f"{s3_bucket}/out", packages=("cropped_256",), splits=("train",), progress=False,
+        task_env=task_env,
+    )  # fmt: skip
+    report = crop_shards(config)
+    checked = verify_shards(f"{s3_bucket}/out/cropped_256")
+    assert checked.ok and checked.samples == report.cropped > 0
+    bbox = read_bytes(f"{s3_bucket}/out/BIOSCAN_5M_Insect_bbox.tsv").decode().splitlines()
+    assert len(bbox) == report.cropped + 1 and url_exists(f"{s3_bucket}/out/review.tsv")
+    assert crop_shards(config).shards_written == 0  # the rerun keeps the S3 shards
 
 
 @pytest.mark.slow

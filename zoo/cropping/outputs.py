@@ -57,7 +57,8 @@ def _tile(data: bytes, row: BoxRow, preset: str, font: ImageFont.ImageFont | Ima
     scale_x, scale_y = image.width / row.width_original, image.height / row.height_original
     box = (row.x0 * scale_x, row.y0 * scale_y, row.x1 * scale_x, row.y1 * scale_y)
     _, crop = crop_with_preset(image, box, preset)
-    window = crop_geometry(box, ratio=get_crop_preset(preset).ratio).box
+    settings = get_crop_preset(preset)
+    window = crop_geometry(box, ratio=settings.ratio, aspect=settings.aspect).box
     thumb_scale = _TILE_HEIGHT / image.height
     thumb = image.resize((round(image.width * thumb_scale), _TILE_HEIGHT), Image.Resampling.BILINEAR)
     draw = ImageDraw.Draw(thumb)
@@ -80,8 +81,6 @@ def contact_sheet(
     wanted = {row.processid: row for row in rows}
     images: dict[str, bytes] = {}
     for shard in shards:
-        if shard.split not in {r.split for r in rows}:
-            continue
         for sample in read_shard_samples(shard, frozenset({IMAGE})):
             if sample["__key__"] in wanted:
                 images[sample["__key__"]] = sample[IMAGE]
@@ -105,8 +104,9 @@ def _put_bytes(url: str, data: bytes, name: str) -> None:
     put_via_local(lambda path: Path(path).write_bytes(data), url, name)
 
 
-def _write_tables(config: CropConfig, shards: Sequence[InputShard], boxes: list[BoxRow]) -> None:
+def _write_tables(config: CropConfig, shards: Sequence[InputShard], crops: Sequence[ShardCrops]) -> None:
     """The bbox TSV, the review list and the contact sheet under `config.out`."""
+    boxes = [b for c in crops for b in c.boxes]
     with tempfile.TemporaryDirectory(prefix="bioscan-crop-bbox-") as tmp:
         put_file(write_bbox(_bbox_table(boxes), tmp), join_url(config.out, BBOX_TSV))
     low = review_rows(boxes, config.review)
@@ -115,7 +115,9 @@ def _write_tables(config: CropConfig, shards: Sequence[InputShard], boxes: list[
         "\t".join(f"{getattr(b, c):.4f}" if c == "score" else str(getattr(b, c)) for c in _REVIEW_COLUMNS) for b in low
     ]
     _put_bytes(join_url(config.out, REVIEW_FILE), ("\n".join(lines) + "\n").encode(), REVIEW_FILE)
-    sheet = contact_sheet(shards, low[: config.sheet], config.preset)
+    shown = {b.processid for b in low[: config.sheet]}
+    holding = {c.source for c in crops if any(b.processid in shown for b in c.boxes)}  # read only these shards
+    sheet = contact_sheet([s for s in shards if s.path in holding], low[: config.sheet], config.preset)
     if sheet is not None:
         buffer = io.BytesIO()
         sheet.save(buffer, format="PNG", optimize=True)
@@ -167,8 +169,7 @@ def publish(
     }
     if "vocabularies" in manifest:
         source["vocabularies"] = manifest["vocabularies"]
-    boxes = [b for c in crops for b in c.boxes]
-    _write_tables(config, shards, boxes)
+    _write_tables(config, shards, crops)
     rejects = [r for c in crops for r in c.rejects]
     for package in config.packages:
         base = join_url(config.out, package)
@@ -177,5 +178,5 @@ def publish(
             name = manifest["vocabularies"]["file"]
             _put_bytes(join_url(base, name), read_bytes(join_url(config.shards, name)), name)
         write_json(join_url(base, INDEX_FILE), _package_manifest(config, package, source, crops, shards))
-    read = sum(s.samples for s in shards)
-    return {"read": read, "written": len(boxes), "rejected": len(rejects)}
+    written = sum(len(c.boxes) for c in crops)
+    return {"read": sum(s.samples for s in shards), "written": written, "rejected": len(rejects)}

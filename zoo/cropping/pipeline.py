@@ -235,8 +235,10 @@ def _detect_and_crop(
                 if len(found[number]) == by_number[number].samples:
                     refs[number] = task.remote(by_number[number], found.pop(number), settings)
             bar.update(len(batch["row"]))
-    for number in [n for n, rows in found.items() if not by_number[n].samples]:  # empty shards: nothing to detect
-        refs[number] = task.remote(by_number[number], [], settings)
+    for number, rows in found.items():
+        if by_number[number].samples:
+            raise RuntimeError(f"{by_number[number].url}: {len(rows)} of {by_number[number].samples} rows came back")
+        refs[number] = task.remote(by_number[number], [], settings)  # an empty shard: nothing to detect
     return [ray.get(refs[shard.number]) for shard in pending]
 
 

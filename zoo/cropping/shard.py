@@ -33,7 +33,8 @@ from bioscan_stream.validate import BOX_OUTSIDE_IMAGE, NO_DETECTION, UNREADABLE_
 from zoo.embedding.sources import InputShard, read_shard_samples
 
 __all__ = [
-    "BoxRow", "CropSettings", "RowDetection", "ShardCrops", "crop_shard", "journal_url", "original_box", "reuse_shard"
+    "BoxRow", "CropSettings", "RowDetection", "ShardCrops",
+    "crop_shard", "journal_url", "original_box", "original_size", "reuse_shard",
 ]  # fmt: skip
 
 JOURNAL_DIR = "_journal"
