@@ -43,7 +43,7 @@ from zoo.models.clip import RUN_MODEL_DIR, ClipInputError, ClipModel
 from zoo.tasks.classify_task import _close, _lr_factor, _truncate_metrics
 from zoo.tasks.clip_task import ClipOutput, ClipTask, directed_pairs
 
-__all__ = ["CLIP_SPLITS", "ClipTrainConfig", "make_clip_shards", "plot_clip_curves", "train_worker"]
+__all__ = ["CLIP_SPLITS", "ClipTrainConfig", "build_model", "make_clip_shards", "plot_clip_curves", "train_worker"]
 
 CHECKPOINT, METRICS, LOSS_PNG = "checkpoint.pt", "metrics.jsonl", "loss_curve.png"
 
@@ -111,7 +111,7 @@ def _window_keys(model: ClipModel) -> list[str]:
     return ["loss_sum", "samples", *(f"correct_{p}" for p in pairs)]
 
 
-def _build_model(cfg: ClipTrainConfig, device: torch.device) -> ClipModel:
+def build_model(cfg: ClipTrainConfig, device: torch.device) -> ClipModel:
     torch.manual_seed(cfg.seed)  # identical initial weights on every worker
     model = create_model(cfg.model, recipe=cfg.recipe, **dict(cfg.model_overrides))
     if not isinstance(model, ClipModel):
@@ -305,7 +305,7 @@ def _run_epoch(run: _Run, loader: Any, bar: tqdm) -> None:
 def _setup(cfg: ClipTrainConfig, report: Callable[[dict[str, Any]], None] | None) -> tuple[_Run, Any]:
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-    model = _build_model(cfg, device)
+    model = build_model(cfg, device)
     task: nn.Module = ClipTask(model)
     if world > 1:
         task = nn.parallel.DistributedDataParallel(task, device_ids=[device.index] if device.type == "cuda" else None)
