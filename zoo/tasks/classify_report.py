@@ -154,7 +154,8 @@ def plot_per_class(report: dict[str, Any], png: Path) -> None:
             bar.get_x() + bar.get_width() / 2, bar.get_height() + 1, str(row["test_count"]), ha="center", fontsize=7
         )
     ax.set_xticks(range(len(rows)), [r["label"] for r in rows], rotation=75, ha="right", fontsize=8)
-    ax.set(ylim=(0, 110), ylabel="top-1 test accuracy (%)", title=f"Per-class top-1: {report.get('experiment', '')}")
+    title = f"Per-class top-1: {report.get('experiment', '')} (on the bars: test records)"
+    ax.set(ylim=(0, 110), ylabel="top-1 test accuracy (%)", title=title)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)
