@@ -190,7 +190,10 @@ def resolve_shards(
         if not isinstance(url, str) or split is None:
             raise ValueError("partitioning= needs a shard-set folder URL and a split")
         groups = _partition_groups(url, split, partitioning)
-        return [shard for group in groups for shard in resolve_shards(url, group)]
+        selected = [shard for group in groups for shard in _from_manifest(url, group) or []]  # a group may be empty
+        if not selected:
+            raise FileNotFoundError(f"{url}: no shards for split {split!r} of partitioning {partitioning!r}")
+        return selected
     if not isinstance(url, str):
         return [Shard(u) for u in expand_urls(url)]
     if url.startswith("pipe:") or "{" in url or url.endswith(_SHARD_SUFFIX):
