@@ -223,3 +223,14 @@ def test_real_photos_clear_of_the_rim_score_higher(real_detections: RealDetectio
     clear = [d.score for name, (d, _) in real_detections.items() if not REAL_EXTENTS[name][1]]
     on_rim = [d.score for name, (d, _) in real_detections.items() if REAL_EXTENTS[name][1]]
     assert min(clear) > 0.9 and np.median(on_rim) < min(clear)
+
+
+def test_real_photos_resized_to_341x256_give_the_same_boxes(shared_fixtures: Path, detector) -> None:
+    """As `original_256` (bicubic, shorter side 256: 9x fewer pixels), every box stays within 60 px (2%)."""
+    for name, (extent, _) in REAL_EXTENTS.items():
+        photo = Image.open(shared_fixtures / "real_images" / f"{name}.jpg").convert("RGB")
+        small = np.asarray(resize_short_side(photo))
+        [detection] = detector.detect([small])
+        sx, sy = photo.width / small.shape[1], photo.height / small.shape[0]
+        box = (detection.box[0] * sx, detection.box[1] * sy, detection.box[2] * sx, detection.box[3] * sy)
+        assert all(abs(found - true) < 60 for found, true in zip(box, extent, strict=True)), (name, box)
