@@ -53,9 +53,9 @@ class Detector(Protocol):
 
 
 _DETECTORS: dict[str, Callable[..., Detector]] = {}
-# Modules that register the built-in detectors when imported; imported on first lookup so that building
-# the classical detector never imports torch/transformers (the DETR module does).
-_BUILTIN_MODULES = ("zoo.detectors.classical", "zoo.detectors.detr")
+# The modules that register the built-in detectors, imported on first lookup: building the classical detector
+# imports only its own module (no torch / transformers: the DETR module imports those).
+_BUILTIN_MODULES = {"classical": "zoo.detectors.classical", "detr": "zoo.detectors.detr"}
 
 
 def register_detector(name: str) -> Callable[[Callable[..., Detector]], Callable[..., Detector]]:
@@ -68,24 +68,27 @@ def register_detector(name: str) -> Callable[[Callable[..., Detector]], Callable
     return decorator
 
 
-def _load_builtins() -> None:
-    for module in _BUILTIN_MODULES:
+def _load_builtins(names: Sequence[str]) -> None:
+    for name in names:
+        module = _BUILTIN_MODULES.get(name)
+        if name in _DETECTORS or module is None:
+            continue
         try:
             importlib.import_module(module)
-        except ModuleNotFoundError as error:  # a built-in whose module is not there yet (or whose extra is missing)
+        except ModuleNotFoundError as error:  # a built-in whose module or extra (torch, transformers) is missing
             if error.name not in (module, "torch", "transformers"):
                 raise
 
 
 def list_detectors() -> list[str]:
     """Names of the registered detectors, sorted."""
-    _load_builtins()
+    _load_builtins(list(_BUILTIN_MODULES))
     return sorted(_DETECTORS)
 
 
 def create_detector(name: str, **kwargs: Any) -> Detector:
     """Build the detector registered as `name` with `kwargs` as its settings."""
-    _load_builtins()
+    _load_builtins([name])
     if name not in _DETECTORS:
-        raise ValueError(f"unknown detector {name!r}; known: {sorted(_DETECTORS)}")
+        raise ValueError(f"unknown detector {name!r}; known: {list_detectors()}")
     return _DETECTORS[name](**kwargs)
