@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +154,14 @@ def test_registry_settings_and_pickling(detector) -> None:
     image = np.asarray(render_background(3, FULL_VIEW))
     assert pickle.loads(pickle.dumps(detector)).detect([image]) == detector.detect([image])
     assert isinstance(detector.detect([image])[0], Detection)
+
+
+def test_building_the_classical_detector_imports_no_torch() -> None:
+    """A crop actor with the default detector stays light: torch and transformers load only for `detr`."""
+    code = "import sys; from zoo.detectors import create_detector; create_detector('classical'); print(sorted("
+    code += "m for m in ('torch', 'transformers') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 # Whole-insect extents of the 18 fixture photos (2880x2160), read by eye off an overlay of the detector's boxes
