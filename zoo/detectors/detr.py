@@ -39,7 +39,7 @@ from zoo.detectors.base import Detection, register_detector
 from zoo.encoder import WeightsError, module_fingerprint
 from zoo.models.timm_image import read_state_dict
 
-__all__ = ["DETR_R50", "DetrDetector", "detr_config", "load_detr", "select_boxes"]
+__all__ = ["DETR_R50", "DetrDetector", "architecture_of", "detr_config", "load_detr", "select_boxes"]
 
 _logger = logging.getLogger(__name__)
 
@@ -130,6 +130,23 @@ def load_detr(
     return model.eval()
 
 
+#: Config fields that shape the model (the fingerprint's architecture, whatever the weights were loaded from).
+_SHAPING = (
+    "d_model", "encoder_layers", "decoder_layers", "encoder_ffn_dim", "decoder_ffn_dim", "num_queries",
+    "encoder_attention_heads", "decoder_attention_heads", "num_labels", "dilation", "position_embedding_type",
+)  # fmt: skip
+_BACKBONE_SHAPING = ("model_type", "backbone", "embedding_size", "hidden_sizes", "depths", "out_indices")
+
+
+def architecture_of(config: DetrConfig) -> dict[str, Any]:
+    """The fields of a loaded model's config that shape it (for the fingerprint), whatever it was loaded from."""
+    backbone: Any = config.backbone_config
+    fields = backbone.to_dict() if hasattr(backbone, "to_dict") else dict(backbone or {})
+    summary = {key: getattr(config, key) for key in _SHAPING}
+    summary["backbone"] = {key: fields[key] for key in _BACKBONE_SHAPING if key in fields}
+    return summary
+
+
 def select_boxes(logits: torch.Tensor, boxes: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[Detection]:
     """The tool's rule per image: the query with the highest class probability, its box in original pixels.
 
@@ -187,7 +204,7 @@ class DetrDetector:
         # (oneDNN, load ~8, 2026-12); on GPU they are what fp16 tensor cores want.
         self.model.to(self.device, memory_format=torch.channels_last)  # type: ignore[arg-type,call-overload]
         self.processor = DetrImageProcessor()  # the tool's DetrFeatureExtractor defaults, built locally
-        self._fingerprint = module_fingerprint(self.name, {**DETR_R50, **self.architecture}, self.model)
+        self._fingerprint = module_fingerprint(self.name, architecture_of(self.model.config), self.model)
 
     def fingerprint(self) -> dict[str, Any]:
         """Architecture, weights sha256, preprocessing and selection rule (not the device or batch size)."""
