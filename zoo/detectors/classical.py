@@ -57,14 +57,12 @@ class ClassicalConfig:
 
 @dataclass
 class _Analysis:
-    """What the detector saw in one working image (the box in working pixels; kept for figures and tests)."""
+    """One photo's result in working pixels, with the factor back to original pixels."""
 
     scale: tuple[float, float]
     box: tuple[int, int, int, int] | None
     score: float
     reason: str = ""
-    circle: tuple[float, float, float] | None = None
-    mask: np.ndarray | None = None  # the organism's pixels
 
 
 def _working_image(image: np.ndarray, work_height: int) -> tuple[np.ndarray, tuple[float, float]]:
@@ -298,15 +296,15 @@ def _analyse(image: np.ndarray, config: ClassicalConfig) -> _Analysis:
     score[~inside] = 0.0  # the rim margin and the rim: only reached from the body (`_reach_over_rim`)
     found = _organism(score, floor[0] - opp[0], inside, config)
     if found is None:
-        return _Analysis(scale, None, 0.0, "no_specimen_found", circle)
-    selected, box, confidence = found
-    return _Analysis(scale, box, round(confidence * (1.0 if circle else 0.6), 4), "", circle, selected)
+        return _Analysis(scale, None, 0.0, "no_specimen_found")
+    box, confidence = found
+    return _Analysis(scale, box, round(confidence * (1.0 if circle else 0.6), 4))
 
 
 def _organism(
     score: np.ndarray, darker: np.ndarray, inside: np.ndarray, config: ClassicalConfig
-) -> tuple[np.ndarray, tuple[int, int, int, int], float] | None:
-    """(pixels, box, confidence) of the organism: seeds -> body -> fragments -> over the rim; None if no seed."""
+) -> tuple[tuple[int, int, int, int], float] | None:
+    """(box, confidence) of the organism: seeds -> body -> fragments -> over the rim; None if no seed."""
     weak, strong = _thresholds(score, inside, config)
     labels, count = ndimage.label(score > weak, np.ones((3, 3), bool))
     flat = labels.ravel()
@@ -332,7 +330,7 @@ def _organism(
     ys, xs = np.nonzero(selected.any(axis=1))[0], np.nonzero(selected.any(axis=0))[0]
     box = (int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1)
     growth = (box[2] - box[0]) * (box[3] - box[1]) / (body_height * body_width)
-    return selected, box, _confidence(mass, seeds, members[1:], growth, bool((selected & rim).any()))
+    return box, _confidence(mass, seeds, members[1:], growth, bool((selected & rim).any()))
 
 
 def _reach_over_rim(selected: np.ndarray, contact: np.ndarray, dark_beyond: np.ndarray, reach: int) -> np.ndarray:
