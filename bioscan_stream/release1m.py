@@ -137,7 +137,7 @@ def _read_tsv(path: Path, wanted: list[str], strict: bool, rejects: list[Reject]
             parse_options=pacsv.ParseOptions(delimiter="\t", invalid_row_handler=on_bad_row),
             convert_options=pacsv.ConvertOptions(
                 column_types={f.name: f.type for f in METADATA_1M_SCHEMA}, include_columns=wanted,
-                null_values=list(_PANDAS_NA), strings_can_be_null=True, quoted_strings_can_be_null=False,
+                null_values=list(_PANDAS_NA), strings_can_be_null=True,
             ),
         )  # fmt: skip
     except pa.ArrowInvalid as err:

@@ -27,6 +27,7 @@ from bioscan_stream.release1m import (
     vocabularies_1m,
     write_metadata_1m,
 )
+from bioscan_stream.validate import InvalidRecordError
 from bioscan_stream.vocab import encode_labels
 
 
@@ -163,3 +164,17 @@ def test_written_metadata_round_trips(tmp_path: Path) -> None:
     assert back.to_pydict() == table.to_pydict()
     with pytest.raises(FileNotFoundError, match="no BIOSCAN-1M metadata"):
         read_metadata_1m(tmp_path / "nowhere")
+
+
+def test_a_malformed_row_is_a_named_reject(tmp_path: Path) -> None:
+    table = pa.table({"processid": ["A-1", "B-2", "C-3"], "chunk_number": [1, 1, 1]})
+    path = write_metadata_1m(table, tmp_path)
+    lines = path.read_text().splitlines()
+    lines[2] = "\t".join(lines[2].split("\t")[:5])  # B-2 lost its last 23 fields
+    path.write_text("\n".join(lines) + "\n")
+    rejects: list = []
+    back = read_metadata_1m(tmp_path, ["processid"], rejects=rejects)
+    assert back["processid"].to_pylist() == ["A-1", "C-3"]
+    assert len(rejects) == 1 and rejects[0].reason == "malformed_row" and "found 5" in rejects[0].detail
+    with pytest.raises(InvalidRecordError, match="malformed_row"):
+        read_metadata_1m(tmp_path, strict=True)
