@@ -15,7 +15,9 @@
 2. Scaling: the job with the classical detector on M originals, as a process pinned (`taskset`) to 1 core with
    1 detector actor vs 2 cores with 2 actors; the ratio of the job's pipeline seconds (Ray's start excluded).
 
-The box is shared with other sessions: `os.getloadavg()` is recorded before and after each measurement.
+The box is shared with other sessions: `os.getloadavg()` is recorded before and after each measurement, and
+CPU seconds (`getrusage` of this process and of its reaped descendants, Ray's workers included) beside wall
+seconds: CPU time does not count the neighbours, wall time does.
 Appends one JSON line to benchmarks/results/crop.jsonl. `--quick`: N=4, M=16.
 """
 
@@ -25,6 +27,7 @@ import argparse
 import io
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -57,6 +60,17 @@ os.environ.setdefault("RAY_worker_niceness", "0")  # see bench_index.py: niced w
 
 def _load() -> float:
     return round(os.getloadavg()[0], 2)
+
+
+def _cpu(who: int = resource.RUSAGE_SELF) -> float:
+    """User + system CPU seconds of this process, or (RUSAGE_CHILDREN) of every descendant reaped so far (a Ray
+    runtime's workers are reaped at its shutdown): on a shared box CPU time does not count the neighbours."""
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cpu_all() -> float:
+    return _cpu() + _cpu(resource.RUSAGE_CHILDREN)
 
 
 def _originals(root: Path, samples: int, seed: int) -> Path:
@@ -96,12 +110,13 @@ def forward_profile(detector: DetrDetector, jpegs: list[tuple[str, bytes]], batc
     inputs = detector.inputs(images)
     detector.forward(inputs)  # warm-up (oneDNN primitives)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu()
         detector.forward(inputs)
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, _cpu() - cpu
     table = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:8]
     top = {e.key: round(e.self_cpu_time_total / 1e6, 3) for e in table}
-    return {"seconds_per_image": seconds / batch, "batch": batch, "threads": torch.get_num_threads(), "top_ops_s": top}
+    per_image = {"seconds_per_image": seconds / batch, "cpu_s_per_image": cpu / batch}
+    return {**per_image, "batch": batch, "threads": torch.get_num_threads(), "top_ops_s": top}
 
 
 def bench_detr(work: Path, n: int) -> dict[str, Any]:
@@ -112,9 +127,9 @@ def bench_detr(work: Path, n: int) -> dict[str, Any]:
     detector = DetrDetector(seed=0, batch_size=2)
     same_weights = state_sha256(tool_model) == state_sha256(detector.model)
     loads = [_load()]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu()
     tool_boxes = tool_loop(tool_model, detector.processor, jpegs)
-    tool_s = time.perf_counter() - start
+    tool_s, tool_cpu = time.perf_counter() - start, _cpu() - cpu
     loads.append(_load())
     del tool_model
     out = work / "detr_out"
@@ -129,11 +144,12 @@ def bench_detr(work: Path, n: int) -> dict[str, Any]:
             concurrency=2,
             progress=False,
         )
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu_all()
         report = crop_shards(config)
         job_s = time.perf_counter() - start
     finally:
         ray.shutdown()
+    job_cpu = _cpu_all() - cpu  # driver + every Ray process (workers, raylet, GCS) of the job's runtime
     loads.append(_load())
     cores = os.cpu_count() or 1
     profiled = forward_profile(detector, jpegs, batch=2, threads=cores)
@@ -150,6 +166,7 @@ def bench_detr(work: Path, n: int) -> dict[str, Any]:
         "job_phases_s": {k: round(v, 2) for k, v in report.seconds.items()}, "speedup": round(speedup, 3),
         "forward": profiled, "forward_1_thread": single, "bound": round(bound, 3),
         "fraction_of_bound": round(speedup / bound, 3), "max_box_diff_px": diff, "load_1min": loads,
+        "cpu_s_per_image": {"tool_loop": round(tool_cpu / n, 2), "job": round(job_cpu / n, 2)},
     }  # fmt: skip
 
 
@@ -167,9 +184,11 @@ def bench_scaling(work: Path, m: int) -> dict[str, Any]:
     shards = _originals(work / "scaling", m, seed=6)
     runs = {}
     for cores, workers in (("0", 1), ("0,1", 2)):
-        load = _load()
+        load, cpu = _load(), _cpu(resource.RUSAGE_CHILDREN)
         report = _job_process(shards, work / f"scale{workers}", cores, workers)
         runs[workers] = {"pipeline_s": round(report["seconds"]["pipeline"], 2), "load_1min": [load, _load()]}
+        # CPU seconds of the whole job process tree over its wall time: the cores it actually got
+        runs[workers]["cores_used"] = round((_cpu(resource.RUSAGE_CHILDREN) - cpu) / report["seconds"]["total"], 2)
         runs[workers]["images_per_s"] = round(m / report["seconds"]["pipeline"], 2)
     return {"images": m, "runs": runs, "scaling": round(runs[1]["pipeline_s"] / runs[2]["pipeline_s"], 3)}
 
