@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import write_shard_set
 
 from bioscan_stream.schema import INDEX_FILE
 from bioscan_stream.stream import BioscanStream
 from bioscan_stream.stream.shardlists import resolve_shards
 
 
-def _set_1m(root: Path) -> dict[str, list[str]]:
+def _set_1m(root: Path, write_shard_set: Callable[..., list[str]]) -> dict[str, list[str]]:
     """Three groups (one emptied by rejects) and a manifest with `partitionings`, as the converter writes it."""
     keys, splits = {}, {}
     for group, sizes in (("p-tttttt", (3, 4)), ("p-tnnttn", (5,)), ("p-eeeeee", ())):
@@ -31,8 +31,10 @@ def _set_1m(root: Path) -> dict[str, list[str]]:
     return keys
 
 
-def test_a_partitioning_split_reads_its_groups_exactly_once(tmp_path: Path) -> None:
-    keys = _set_1m(tmp_path)
+def test_a_partitioning_split_reads_its_groups_exactly_once(
+    tmp_path: Path, make_shard_set: Callable[..., list[str]]
+) -> None:
+    keys = _set_1m(tmp_path, make_shard_set)
     assert len(resolve_shards(str(tmp_path), "train", partitioning="large_insect_order")) == 3
     stream = BioscanStream(
         str(tmp_path), partitioning="large_insect_order", split="train", modalities=(), targets=("species",)
@@ -45,6 +47,6 @@ def test_a_partitioning_split_reads_its_groups_exactly_once(tmp_path: Path) -> N
         resolve_shards(str(tmp_path), "test", partitioning="large_insect_order")
     with pytest.raises(KeyError, match="no split 'val'"):
         resolve_shards(str(tmp_path), "val", partitioning="large_insect_order")
-    write_shard_set(tmp_path / "5m", (2,))
+    make_shard_set(tmp_path / "5m", (2,))
     with pytest.raises(ValueError, match="not a BIOSCAN-1M shard set"):
         resolve_shards(str(tmp_path / "5m"), "train", partitioning="large_insect_order")
