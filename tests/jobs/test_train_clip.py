@@ -124,6 +124,15 @@ def test_a_checkpoint_of_another_recipe_is_refused(clip_shards: str, tmp_path: P
         main([*args, "--recipe", "corrected"])
 
 
+def test_synthetic_smoke_run(tmp_path: Path) -> None:
+    """`--synthetic --num-samples N`: makes its own small release with photos, then trains."""
+    run = tmp_path / "run"
+    assert main(["--synthetic", "--num-samples", "2000", "--output", str(run), "--workers", "0", *TINY,
+                 "--max-steps", "1", "--log-every", "1"]) == 0  # fmt: skip
+    assert (run / "synthetic" / "shards" / "cropped_256" / "index.json").exists()
+    assert _rows(run)[0]["step"] == 1 and (run / "model" / "model.safetensors").exists()
+
+
 def test_bad_arguments_are_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         main(["--output", str(tmp_path)])  # neither shards nor --synthetic
