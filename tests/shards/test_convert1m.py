@@ -133,3 +133,19 @@ def test_corrupt_hdf5_entry_and_missing_part_file_are_named_rejects(
         assert _tar_keys(root / "out" / PACKAGE) + Counter(list(expected)) == Counter(table["processid"].to_pylist())
         assert report.manifest is not None
         assert all(t["written"] + t["rejected"] == t["read"] for t in report.manifest["totals"].values())
+
+
+def test_resume_after_a_kill_rewrites_only_the_unfinished_shard(
+    release_1m: tuple[Path, pa.Table], converted: tuple[Path, ConvertReport], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(converted[0], out)
+    before = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*.tar"))}
+    victim = sorted((out / PACKAGE).glob("p-*/*.tar"))[3]
+    victim.unlink()  # killed before this shard was committed ...
+    leftover = victim.with_name(f".{victim.name}.4242.tmp")
+    leftover.write_bytes(b"half a tar")  # ... while it was being written
+    again = convert_release(ConvertConfig(root=str(release_1m[0]), out=str(out), min_shards=1, progress=False))
+    assert (again.written, again.reused) == (1, len(before) - 1)
+    assert {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*.tar"))} == before
+    assert not leftover.exists()
