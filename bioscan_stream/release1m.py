@@ -97,6 +97,11 @@ _DOWNLOAD_PREFIX = "BIOSCAN_1M_"
 CONTAINERS: tuple[str, ...] = ("tree", "zip", "hdf5")
 
 _INT_COLUMNS = frozenset({"chunk_number"})
+#: Columns the official loader reads (its `usecols`): a file without one of them is refused; the others
+#: (`name`, `subspecies`, the copyright columns) are read as missing when absent.
+REQUIRED_1M: tuple[str, ...] = (
+    "processid", "sampleid", "uri", *LABEL_COLUMNS_1M[:-1], "nucraw", "image_file", "chunk_number", *PARTITIONINGS,
+)  # fmt: skip
 #: The official loader reads with pandas, whose default NA strings become missing values.
 _PANDAS_NA = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
               "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null")  # fmt: skip
@@ -125,7 +130,16 @@ def is_release_1m(root: str | os.PathLike[str]) -> bool:
     return find_metadata_1m(root) is not None
 
 
+def _check_header(path: Path, header: Iterable[str], wanted: list[str]) -> None:
+    missing = [c for c in wanted if c in REQUIRED_1M and c not in set(header)]
+    if missing:
+        raise ValueError(f"{path}: lacks column(s) {missing} that the official loader reads")
+
+
 def _read_tsv(path: Path, wanted: list[str], strict: bool, rejects: list[Reject]) -> pa.Table:
+    with open(path, encoding="utf-8-sig") as text:
+        _check_header(path, [c.strip('"') for c in text.readline().rstrip("\r\n").split("\t")], wanted)
+
     def on_bad_row(row: Any) -> str:
         rejects.append(Reject(None, None, MALFORMED_ROW, f"{path}: expected {row.expected_columns} fields, "
                               f"found {row.actual_columns}: {row.text[:200]!r}"))  # fmt: skip
@@ -137,7 +151,7 @@ def _read_tsv(path: Path, wanted: list[str], strict: bool, rejects: list[Reject]
             parse_options=pacsv.ParseOptions(delimiter="\t", invalid_row_handler=on_bad_row),
             convert_options=pacsv.ConvertOptions(
                 column_types={f.name: f.type for f in METADATA_1M_SCHEMA}, include_columns=wanted,
-                null_values=list(_PANDAS_NA), strings_can_be_null=True,
+                null_values=list(_PANDAS_NA), strings_can_be_null=True, include_missing_columns=True,
             ),
         )  # fmt: skip
     except pa.ArrowInvalid as err:
@@ -157,6 +171,7 @@ def _read_jsonld(path: Path, wanted: list[str], strict: bool, rejects: list[Reje
             if strict:
                 raise InvalidRecordError(reject)
             rejects.append(reject)
+    _check_header(path, records[0] if records else wanted, wanted)
     columns = {}
     for name in wanted:
         values = [r.get(name) for r in records]
@@ -226,9 +241,6 @@ def read_metadata_1m(
     collected: list[Reject] = [] if rejects is None else rejects
     reader = _read_jsonld if file.suffix.lower() in (".jsonld", ".json") else _read_tsv
     table = reader(file, read, strict, collected)
-    missing = [c for c in read if c not in table.column_names]
-    if missing:
-        raise ValueError(f"{file}: lacks column(s) {missing}")
     table = clean_labels(table) if clean else table
     return table.select(wanted).cast(pa.schema([METADATA_1M_SCHEMA.field(c) for c in wanted]))
 

@@ -178,3 +178,18 @@ def test_a_malformed_row_is_a_named_reject(tmp_path: Path) -> None:
     assert len(rejects) == 1 and rejects[0].reason == "malformed_row" and "found 5" in rejects[0].detail
     with pytest.raises(InvalidRecordError, match="malformed_row"):
         read_metadata_1m(tmp_path, strict=True)
+
+
+def test_optional_columns_may_be_absent_required_ones_not(tmp_path: Path) -> None:
+    table = pa.table({"processid": ["A-1"], "order": ["Diptera"], "chunk_number": [1], "image_file": ["A-1.jpg"]})
+    path = write_metadata_1m(table, tmp_path)
+    header, row = (line.split("\t") for line in path.read_text().splitlines())
+    keep = [i for i, name in enumerate(header) if not name.startswith("copyright") and name != "author"]
+    path.write_text("\n".join("\t".join(fields[i] for i in keep) for fields in (header, row)) + "\n")
+    back = read_metadata_1m(tmp_path)
+    assert back["copyright_holder"].to_pylist() == [None] and back["order"].to_pylist() == ["Diptera"]
+    keep = [i for i, name in enumerate(header) if name != "image_file"]
+    path.write_text("\n".join("\t".join(fields[i] for i in keep) for fields in (header, row)) + "\n")
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['image_file'\]"):
+        read_metadata_1m(tmp_path)
+    assert read_metadata_1m(tmp_path, ["processid", "order"])["processid"].to_pylist() == ["A-1"]
