@@ -181,8 +181,10 @@ def build_class_list(url: str, task: ClassTask, *, split: str = "train", partiti
     )
 
 
-def make_synthetic_shards(out: str | Path, *, samples: int, seed: int = 0, workers: int = 2) -> str:
-    """A synthetic release of `samples` records with `cropped_256` photos of its train/test records only
+def make_synthetic_shards(
+    out: str | Path, *, samples: int, seed: int = 0, workers: int = 2, splits: tuple[str, ...] = ("train", "test")
+) -> str:
+    """A synthetic release of `samples` records with `cropped_256` photos of the records of `splits` only
     (~350 images/s on 2 cores), converted to `out/shards/cropped_256`; returns that shard-set folder."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -194,10 +196,10 @@ def make_synthetic_shards(out: str | Path, *, samples: int, seed: int = 0, worke
     root, shards = Path(out) / "release", Path(out) / "shards"
     table = write_release(root, samples=samples, seed=seed, images=False)
     images = image_table(table)
-    images = images.filter(pc.is_in(images["split"], value_set=pa.array(["train", "test"])))
+    images = images.filter(pc.is_in(images["split"], value_set=pa.array(list(splits))))
     write_images(root, images, packages=("cropped_256",), workers=workers, seed=seed)
     config = ConvertConfig(
-        root=str(root), out=str(shards), splits=("train", "test"), seed=seed, workers=workers, dna=False, progress=False
+        root=str(root), out=str(shards), splits=tuple(splits), seed=seed, workers=workers, dna=False, progress=False
     )
     convert_release(config)
     return str(shards / "cropped_256")

@@ -46,6 +46,9 @@ from bioscan_stream.stream import BioscanStream, make_loader
 from bioscan_stream.stream.transforms import ImageTransform, normalize_batch
 from zoo.tasks.classify_data import ClassList
 from zoo.tasks.classify_report import evaluate, plot_loss_curve, write_report
+from zoo.tasks.train_utils import close_loader as _close
+from zoo.tasks.train_utils import lr_factor as _lr_factor
+from zoo.tasks.train_utils import truncate_metrics as _truncate_metrics
 
 __all__ = ["ClassifyConfig", "create_classifier", "load_backbone", "predict", "train_worker"]
 
@@ -174,14 +177,6 @@ def _loader(cfg: ClassifyConfig, split: str, *, train: bool) -> Any:
     return make_loader(stream, num_workers=cfg.loader_workers)
 
 
-def _close(loader: Any) -> None:
-    """Stop a loader's persistent workers now (not at garbage collection)."""
-    iterator = getattr(loader, "_iterator", None)
-    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
-        iterator._shutdown_workers()
-    loader._iterator = None
-
-
 def _build(cfg: ClassifyConfig, run: _Run) -> _State:
     torch.manual_seed(cfg.seed)  # identical initial weights on every worker
     model = create_classifier(cfg.model, cfg.classes.num_classes, pretrained=cfg.pretrained).to(run.device)
@@ -191,13 +186,6 @@ def _build(cfg: ClassifyConfig, run: _Run) -> _State:
         net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     return _State(model=model, net=net, optimizer=optimizer)
-
-
-def _lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warmup over `warmup` steps, then cosine from 1 to 0 at `total`."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(total - warmup, 1))))
 
 
 def _save_checkpoint(state: _State, cfg: ClassifyConfig, run: _Run) -> None:
@@ -336,15 +324,6 @@ def _run_epoch(state: _State, cfg: ClassifyConfig, loader: Any, run: _Run, bar: 
     if run.rank == 0:
         _save_checkpoint(state, cfg, run)
         tqdm.write(f"epoch {state.epoch}/{cfg.epochs} done at step {state.step}: {state.epoch_samples} records")
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop metric lines logged after the checkpoint (they will be logged again)."""
-    if not path.exists():
-        return
-    lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    path.with_suffix(".tmp").write_text("".join(line + "\n" for line in lines))
-    os.replace(path.with_suffix(".tmp"), path)
 
 
 def _excluded(classes: ClassList, batch: dict[str, Any], index: torch.Tensor) -> dict[str, int]:

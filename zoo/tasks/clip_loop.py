@@ -40,8 +40,9 @@ from bioscan_stream.stream.transforms import ImageTransform
 from zoo._factory import create_model
 from zoo.models.bert_text import taxonomy_text
 from zoo.models.clip import RUN_MODEL_DIR, ClipInputError, ClipModel
-from zoo.tasks.classify_task import _close, _lr_factor, _truncate_metrics
+from zoo.tasks.classify_data import make_synthetic_shards
 from zoo.tasks.clip_task import ClipOutput, ClipTask, directed_pairs
+from zoo.tasks.train_utils import close_loader, lr_factor, truncate_metrics
 
 __all__ = ["CLIP_SPLITS", "ClipTrainConfig", "build_model", "make_clip_shards", "plot_clip_curves", "train_worker"]
 
@@ -233,7 +234,7 @@ def _train_step(run: _Run, micro: list[dict[str, Any]], keys: list[str]) -> np.n
     recipe = run.model.recipe
     warmup = max(1, round(recipe.warmup_fraction * run.total))
     lr = run.cfg.lr if run.cfg.lr is not None else recipe.lr
-    factor = _lr_factor(run.step, warmup, run.total) if recipe.schedule == "cosine" else 1.0
+    factor = lr_factor(run.step, warmup, run.total) if recipe.schedule == "cosine" else 1.0
     for group in run.optimizer.param_groups:
         group["lr"] = lr * factor
     cuda_bf16 = run.device.type == "cuda" and recipe.bf16
@@ -323,12 +324,12 @@ def train_worker(cfg: ClipTrainConfig, *, report: Callable[[dict[str, Any]], Non
     run.out.mkdir(parents=True, exist_ok=True)
     _maybe_resume(run)
     if run.rank == 0:
-        _truncate_metrics(run.out / METRICS, run.step)
+        truncate_metrics(run.out / METRICS, run.step)
     bar = tqdm(total=run.total, initial=min(run.step, run.total), desc=f"train {cfg.model}", disable=run.rank != 0)
     while run.step < run.total and run.epoch < cfg.epochs:
         _run_epoch(run, loader, bar)
     bar.close()
-    _close(loader)
+    close_loader(loader)
     if run.rank == 0:
         _save_model(run.model, run.out / RUN_MODEL_DIR)
         plot_clip_curves(run.out / METRICS, run.out / LOSS_PNG)
@@ -375,25 +376,5 @@ CLIP_SPLITS = ("train", "key_unseen", "test", "test_unseen")
 
 def make_clip_shards(out: str | Path, *, samples: int, seed: int = 0, workers: int = 2) -> str:
     """A synthetic release of `samples` records with `cropped_256` photos of the `CLIP_SPLITS` records,
-    converted to `out/shards/cropped_256` (image, barcode, metadata per sample); returns that folder.
-
-    `classify_data.make_synthetic_shards` with the retrieval splits added (that one renders train/test only).
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from bioscan_stream.shards.convert import ConvertConfig, convert_release
-    from bioscan_stream.synth.images import write_images
-    from bioscan_stream.synth.release import image_table, write_release
-
-    root, shards = Path(out) / "release", Path(out) / "shards"
-    table = write_release(root, samples=samples, seed=seed, images=False)
-    images = image_table(table)
-    images = images.filter(pc.is_in(images["split"], value_set=pa.array(list(CLIP_SPLITS))))
-    write_images(root, images, packages=("cropped_256",), workers=workers, seed=seed)
-    convert_release(
-        ConvertConfig(
-            root=str(root), out=str(shards), splits=CLIP_SPLITS, seed=seed, workers=workers, dna=False, progress=False
-        )  # fmt: skip
-    )
-    return str(shards / "cropped_256")
+    converted to `out/shards/cropped_256` (image, barcode, metadata per sample); returns that folder."""
+    return make_synthetic_shards(out, samples=samples, seed=seed, workers=workers, splits=CLIP_SPLITS)
