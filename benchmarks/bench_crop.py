@@ -16,8 +16,8 @@
    1 detector actor vs 2 cores with 2 actors; the ratio of the job's pipeline seconds (Ray's start excluded).
 
 The box is shared with other sessions: `os.getloadavg()` is recorded before and after each measurement, and
-CPU seconds (`getrusage` of this process and of its reaped descendants, Ray's workers included) beside wall
-seconds: CPU time does not count the neighbours, wall time does.
+CPU seconds (this process and its descendants, Ray's workers polled every 0.25 s) beside wall seconds for part 1:
+CPU time does not count the neighbours, wall time does.
 Appends one JSON line to benchmarks/results/crop.jsonl. `--quick`: N=4, M=16.
 """
 
@@ -32,11 +32,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import ray
 import torch
 from _results import append_result, machine_info
@@ -62,15 +64,35 @@ def _load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def _cpu(who: int = resource.RUSAGE_SELF) -> float:
-    """User + system CPU seconds of this process, or (RUSAGE_CHILDREN) of every descendant reaped so far (a Ray
-    runtime's workers are reaped at its shutdown): on a shared box CPU time does not count the neighbours."""
-    usage = resource.getrusage(who)
+def _cpu() -> float:
+    """User + system CPU seconds of this process: on a shared box CPU time does not count the neighbours."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
 
-def _cpu_all() -> float:
-    return _cpu() + _cpu(resource.RUSAGE_CHILDREN)
+class _TreeCpu(threading.Thread):
+    """Polls the CPU seconds of every descendant (a local Ray runtime: GCS, raylet, workers, the actors that Ray
+    Data ends before the job returns), keeping each process's last reading: `seconds()` is their sum."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.seen: dict[int, float] = {}
+        self.done = threading.Event()
+
+    def sample(self) -> None:
+        for child in psutil.Process().children(recursive=True):
+            try:
+                times = child.cpu_times()
+                self.seen[child.pid] = times.user + times.system
+            except psutil.NoSuchProcess:
+                continue
+
+    def run(self) -> None:
+        while not self.done.wait(0.25):
+            self.sample()
+
+    def seconds(self) -> float:
+        return sum(self.seen.values())
 
 
 def _originals(root: Path, samples: int, seed: int) -> Path:
@@ -134,6 +156,10 @@ def bench_detr(work: Path, n: int) -> dict[str, Any]:
     del tool_model
     out = work / "detr_out"
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)  # 2 actors + 2 slots for decode/crop tasks
+    tree = _TreeCpu()
+    tree.sample()
+    started = tree.seconds() + _cpu()  # the runtime's start is not the job's
+    tree.start()
     try:
         config = CropConfig(
             str(shards),
@@ -144,12 +170,15 @@ def bench_detr(work: Path, n: int) -> dict[str, Any]:
             concurrency=2,
             progress=False,
         )
-        start, cpu = time.perf_counter(), _cpu_all()
+        start = time.perf_counter()
         report = crop_shards(config)
         job_s = time.perf_counter() - start
+        tree.done.set()
+        tree.join()
+        tree.sample()
+        job_cpu = tree.seconds() + _cpu() - started  # driver + every Ray process of the runtime
     finally:
         ray.shutdown()
-    job_cpu = _cpu_all() - cpu  # driver + every Ray process (workers, raylet, GCS) of the job's runtime
     loads.append(_load())
     cores = os.cpu_count() or 1
     profiled = forward_profile(detector, jpegs, batch=2, threads=cores)
@@ -184,11 +213,9 @@ def bench_scaling(work: Path, m: int) -> dict[str, Any]:
     shards = _originals(work / "scaling", m, seed=6)
     runs = {}
     for cores, workers in (("0", 1), ("0,1", 2)):
-        load, cpu = _load(), _cpu(resource.RUSAGE_CHILDREN)
+        load = _load()
         report = _job_process(shards, work / f"scale{workers}", cores, workers)
         runs[workers] = {"pipeline_s": round(report["seconds"]["pipeline"], 2), "load_1min": [load, _load()]}
-        # CPU seconds of the whole job process tree over its wall time: the cores it actually got
-        runs[workers]["cores_used"] = round((_cpu(resource.RUSAGE_CHILDREN) - cpu) / report["seconds"]["total"], 2)
         runs[workers]["images_per_s"] = round(m / report["seconds"]["pipeline"], 2)
     return {"images": m, "runs": runs, "scaling": round(runs[1]["pipeline_s"] / runs[2]["pipeline_s"], 3)}
 
