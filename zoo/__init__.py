@@ -1,13 +1,13 @@
 """zoo: models on top of the stream (BarcodeBERT, image encoders, CLIP, FAISS indices, evaluation).
 
-Exports load on first use (`zoo._lazy`), so a light submodule (`zoo.evaluation.clustering`) imports no torch.
+Exports load on first use (`bioscan_stream._lazy`), so a light submodule (`zoo.evaluation.clustering`) imports no torch.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from zoo._lazy import lazy_exports
+from bioscan_stream._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from zoo._factory import create_model as create_model

@@ -24,7 +24,7 @@ from webdataset.filters import shuffle
 
 from bioscan_stream.stream.decoders import KEY, POSITION, URL, SampleDecoder
 from bioscan_stream.stream.shardlists import Piece, register_s3_scheme
-from bioscan_stream.stream.tarreader import iter_tar_samples
+from bioscan_stream.stream.tarreader import CorruptShardError, iter_tar_samples
 
 __all__ = [
     "CorruptShardError",
@@ -41,14 +41,6 @@ log = logging.getLogger(__name__)
 
 OnCorrupt = Literal["raise", "skip"]
 Handler = Callable[[BaseException], bool]
-
-
-class CorruptShardError(OSError):
-    """A shard that cannot be read as the manifest describes it; `url` names it."""
-
-    def __init__(self, url: str, reason: str) -> None:
-        super().__init__(f"corrupt shard {url}: {reason}")
-        self.url = url
 
 
 class SampleDecodeError(ValueError):

@@ -19,12 +19,20 @@ import gzip
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
-__all__ = ["TarFormatError", "iter_tar_samples"]
+__all__ = ["CorruptShardError", "TarFormatError", "iter_tar_samples"]
 
 _BLOCK = 512
 _ZERO_BLOCK = bytes(_BLOCK)
 _REGULAR = (b"0", b"\0", b"7")
 _GZIP_MAGIC = b"\x1f\x8b"
+
+
+class CorruptShardError(OSError):
+    """A shard that cannot be read as the manifest describes it; `url` names it."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"corrupt shard {url}: {reason}")
+        self.url = url
 
 
 class TarFormatError(ValueError):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from zoo._lazy import lazy_exports
+from bioscan_stream._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from zoo.embedding.pipeline import EmbedConfig as EmbedConfig

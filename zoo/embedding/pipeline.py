@@ -58,6 +58,8 @@ __all__ = ["EmbedConfig", "EmbedReport", "EncoderMismatchError", "embed_shards",
 
 log = logging.getLogger(__name__)
 _INPUT = "x_"
+#: Each result row carries its share of its batch's forward time: their sum is the model's busy time.
+_FORWARD_SECONDS = "forward_seconds"
 #: Memory reserved per preprocessing task: Ray measured ~0.6 GB per worker (torch + timm imported), 2026-12.
 _TASK_MEMORY = 1 << 30
 
@@ -202,9 +204,12 @@ class _EmbedActor:
         ok = batch["reject"] == ""
         inputs = {k.removeprefix(_INPUT): v[ok] for k, v in batch.items() if k.startswith(_INPUT)}
         embedding = np.zeros((len(ok), self.model.embed_dim), np.float32)
+        start = time.perf_counter()
         if ok.any():
             embedding[ok] = self._forward(inputs)
-        return {"shard": batch["shard"], "row": batch["row"], "reject": batch["reject"], "embedding": embedding}
+        share = np.full(len(ok), (time.perf_counter() - start) / max(len(ok), 1))
+        return {"shard": batch["shard"], "row": batch["row"], "reject": batch["reject"], "embedding": embedding,
+                _FORWARD_SECONDS: share}  # fmt: skip
 
 
 @dataclass
@@ -267,6 +272,7 @@ class _Assembler:
                 self.users[unit] += 1
         self.written: list[StoreFile] = []
         self.rejects: dict[int, list[dict[str, Any]]] = {}
+        self.forward_seconds = 0.0
 
     def start(self) -> None:
         """Write the shards that need no forward pass at all (every row a duplicate or a reject)."""
@@ -275,6 +281,7 @@ class _Assembler:
     def add(self, batch: dict[str, np.ndarray]) -> int:
         """Take one batch of results; write the shards it completes. Returns the rows taken."""
         shards, rows = batch["shard"].astype(np.int64), batch["row"].astype(np.int64)
+        self.forward_seconds += float(batch[_FORWARD_SECONDS].sum())
         for number in np.unique(shards).tolist():
             pick = shards == number
             if number not in self.vectors:
@@ -458,6 +465,7 @@ def embed_shards(config: EmbedConfig) -> EmbedReport:
         assembler = _Assembler(config, _plan_rows(pending, tables, config.dedup), digest, model.embed_dim)
         report.forward_rows = _run_pipeline(config, model, assembler)
     report.seconds["embed"] = time.perf_counter() - clock - report.seconds["labels"]
+    report.seconds["forward"] = assembler.forward_seconds
     files.update({s.number: f for s, f in zip(pending, _in_order(assembler, pending), strict=True)})
     report.files_written = len(pending)
     report.rows, report.rejected = _publish(config, model, shards, files, manifest)

@@ -27,8 +27,7 @@ from ray.data.datasource import Datasource, ReadTask
 from bioscan_stream.constants import LABEL_COLUMNS
 from bioscan_stream.schema import DNA, INDEX_FILE, METADATA, TARGETS
 from bioscan_stream.storage import join_url, open_url, read_bytes
-from bioscan_stream.stream.stages import CorruptShardError
-from bioscan_stream.stream.tarreader import TarFormatError, iter_tar_samples
+from bioscan_stream.stream.tarreader import CorruptShardError, TarFormatError, iter_tar_samples
 from zoo.embedding.store import LABEL_CODE_COLUMNS
 
 __all__ = ["InputShard", "ShardPayloads", "list_input_shards", "read_label_rows", "read_shard_samples"]
