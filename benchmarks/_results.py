@@ -1,5 +1,6 @@
-"""One way for every benchmark to record a run: a JSON line with the date and the machine, appended to
-benchmarks/results/<name>.jsonl, so runs on different machines and days stay comparable."""
+"""One way for every benchmark to record a run: a JSON line with the date, the machine and its load average at
+the start and end, appended to benchmarks/results/<name>.jsonl, so runs on different machines and days stay
+comparable; and one way to summarise repeated runs (median and spread), which the dashboard's headlines need."""
 
 from __future__ import annotations
 
@@ -7,13 +8,61 @@ import datetime
 import json
 import os
 import platform
+import resource
+import statistics
 import sys
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 RESULTS_DIR = Path(__file__).parent / "results"
 #: Libraries whose versions are recorded when the benchmark has imported them.
 _LIBRARIES = ("numpy", "pyarrow", "PIL", "torch", "transformers", "webdataset", "ray", "litdata")
+#: A headline needs at least this many runs: one run cannot show how far it can be trusted.
+MIN_RUNS = 3
+
+
+def load_1min() -> float:
+    """The 1-minute load average: the machine is shared, and a loaded run reads slower."""
+    return round(os.getloadavg()[0], 2)
+
+
+#: The load when this benchmark process started (this module is imported first thing).
+_LOAD_AT_START = load_1min()
+
+
+def process_cpu() -> float:
+    """User + system CPU seconds of this process: on a shared box CPU time does not count the neighbours."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class TreeCpu(threading.Thread):
+    """Polls the CPU seconds of every descendant (a local Ray runtime: GCS, raylet, workers, the actors that Ray
+    Data ends before the job returns), keeping each process's last reading: `seconds()` is their sum."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.seen: dict[int, float] = {}
+        self.done = threading.Event()
+
+    def sample(self) -> None:
+        for child in psutil.Process().children(recursive=True):
+            try:
+                times = child.cpu_times()
+                self.seen[child.pid] = times.user + times.system
+            except psutil.NoSuchProcess:
+                continue
+
+    def run(self) -> None:
+        while not self.done.wait(0.25):
+            self.sample()
+
+    def seconds(self) -> float:
+        return sum(self.seen.values())
 
 
 def machine_info() -> dict[str, Any]:
@@ -21,19 +70,49 @@ def machine_info() -> dict[str, Any]:
     versions = {name: getattr(sys.modules[name], "__version__", "?") for name in _LIBRARIES if name in sys.modules}
     return {
         "cpus": os.cpu_count(),
-        "load_1min": round(os.getloadavg()[0], 2),
+        "load_1min": load_1min(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "versions": versions,
     }
 
 
+def spread(values: Sequence[float], *, loads: Sequence[Sequence[float]] | None = None) -> dict[str, Any]:
+    """Median, min, max and every value of at least `MIN_RUNS` repeated runs (plus each run's load, if given).
+
+    Raises:
+        ValueError: fewer than `MIN_RUNS` values.
+    """
+    if len(values) < MIN_RUNS:
+        raise ValueError(f"{len(values)} run(s): a median and spread need at least {MIN_RUNS}")
+    summary: dict[str, Any] = {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "runs": list(values),
+    }
+    if loads is not None:
+        summary["load_1min"] = [list(pair) for pair in loads]
+    return summary
+
+
+def repeated(run: Callable[[], float], repeats: int = MIN_RUNS) -> dict[str, Any]:
+    """`spread` of `repeats` calls of `run`, each with the load average before and after it."""
+    values, loads = [], []
+    for _ in range(repeats):
+        before = load_1min()
+        values.append(run())
+        loads.append((before, load_1min()))
+    return spread(values, loads=loads)
+
+
 def append_result(name: str, record: dict[str, Any]) -> Path:
-    """Append `record` plus date and machine info to results/<name>.jsonl; returns the file."""
+    """Append `record` plus date, machine info and start/end load to results/<name>.jsonl; returns the file."""
     path = RESULTS_DIR / f"{name}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     stamped = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **record}
     stamped.setdefault("machine", machine_info())
+    stamped.setdefault("load_1min_start_end", [_LOAD_AT_START, load_1min()])
     with path.open("a", encoding="utf-8") as out:
         out.write(json.dumps(stamped) + "\n")
     return path

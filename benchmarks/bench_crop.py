@@ -27,21 +27,18 @@ import argparse
 import io
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 import ray
 import torch
-from _results import append_result, machine_info
+from _results import TreeCpu, append_result, load_1min, machine_info, process_cpu
 from PIL import Image
 from torch.profiler import ProfilerActivity, profile
 
@@ -58,41 +55,6 @@ from zoo.encoder import state_sha256
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_worker_niceness", "0")  # see bench_index.py: niced workers measure the neighbours
-
-
-def _load() -> float:
-    return round(os.getloadavg()[0], 2)
-
-
-def _cpu() -> float:
-    """User + system CPU seconds of this process: on a shared box CPU time does not count the neighbours."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-class _TreeCpu(threading.Thread):
-    """Polls the CPU seconds of every descendant (a local Ray runtime: GCS, raylet, workers, the actors that Ray
-    Data ends before the job returns), keeping each process's last reading: `seconds()` is their sum."""
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.seen: dict[int, float] = {}
-        self.done = threading.Event()
-
-    def sample(self) -> None:
-        for child in psutil.Process().children(recursive=True):
-            try:
-                times = child.cpu_times()
-                self.seen[child.pid] = times.user + times.system
-            except psutil.NoSuchProcess:
-                continue
-
-    def run(self) -> None:
-        while not self.done.wait(0.25):
-            self.sample()
-
-    def seconds(self) -> float:
-        return sum(self.seen.values())
 
 
 def _originals(root: Path, samples: int, seed: int) -> Path:
@@ -132,9 +94,9 @@ def forward_profile(detector: DetrDetector, jpegs: list[tuple[str, bytes]], batc
     inputs = detector.inputs(images)
     detector.forward(inputs)  # warm-up (oneDNN primitives)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        start, cpu = time.perf_counter(), _cpu()
+        start, cpu = time.perf_counter(), process_cpu()
         detector.forward(inputs)
-        seconds, cpu = time.perf_counter() - start, _cpu() - cpu
+        seconds, cpu = time.perf_counter() - start, process_cpu() - cpu
     table = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:8]
     top = {e.key: round(e.self_cpu_time_total / 1e6, 3) for e in table}
     per_image = {"seconds_per_image": seconds / batch, "cpu_s_per_image": cpu / batch}
@@ -148,17 +110,17 @@ def bench_detr(work: Path, n: int) -> dict[str, Any]:
     tool_model = load_detr(None, seed=0)  # plain NCHW, as the tool builds it
     detector = DetrDetector(seed=0, batch_size=2)
     same_weights = state_sha256(tool_model) == state_sha256(detector.model)
-    loads = [_load()]
-    start, cpu = time.perf_counter(), _cpu()
+    loads = [load_1min()]
+    start, cpu = time.perf_counter(), process_cpu()
     tool_boxes = tool_loop(tool_model, detector.processor, jpegs)
-    tool_s, tool_cpu = time.perf_counter() - start, _cpu() - cpu
-    loads.append(_load())
+    tool_s, tool_cpu = time.perf_counter() - start, process_cpu() - cpu
+    loads.append(load_1min())
     del tool_model
     out = work / "detr_out"
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)  # 2 actors + 2 slots for decode/crop tasks
-    tree = _TreeCpu()
+    tree = TreeCpu()
     tree.sample()
-    started = tree.seconds() + _cpu()  # the runtime's start is not the job's
+    started = tree.seconds() + process_cpu()  # the runtime's start is not the job's
     tree.start()
     try:
         config = CropConfig(
@@ -176,14 +138,14 @@ def bench_detr(work: Path, n: int) -> dict[str, Any]:
         tree.done.set()
         tree.join()
         tree.sample()
-        job_cpu = tree.seconds() + _cpu() - started  # driver + every Ray process of the runtime
+        job_cpu = tree.seconds() + process_cpu() - started  # driver + every Ray process of the runtime
     finally:
         ray.shutdown()
-    loads.append(_load())
+    loads.append(load_1min())
     cores = os.cpu_count() or 1
     profiled = forward_profile(detector, jpegs, batch=2, threads=cores)
     single = forward_profile(detector, jpegs, batch=2, threads=1)
-    loads.append(_load())
+    loads.append(load_1min())
     # The model's own best throughput: all cores in one forward, or one forward per core (what the job's
     # single-thread actors do; under load it avoids OpenMP barriers waiting on descheduled threads).
     floor = min(profiled["seconds_per_image"], single["seconds_per_image"] / cores)
@@ -213,9 +175,9 @@ def bench_scaling(work: Path, m: int) -> dict[str, Any]:
     shards = _originals(work / "scaling", m, seed=6)
     runs = {}
     for cores, workers in (("0", 1), ("0,1", 2)):
-        load = _load()
+        load = load_1min()
         report = _job_process(shards, work / f"scale{workers}", cores, workers)
-        runs[workers] = {"pipeline_s": round(report["seconds"]["pipeline"], 2), "load_1min": [load, _load()]}
+        runs[workers] = {"pipeline_s": round(report["seconds"]["pipeline"], 2), "load_1min": [load, load_1min()]}
         runs[workers]["images_per_s"] = round(m / report["seconds"]["pipeline"], 2)
     return {"images": m, "runs": runs, "scaling": round(runs[1]["pipeline_s"] / runs[2]["pipeline_s"], 3)}
 
