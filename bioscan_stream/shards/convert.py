@@ -62,9 +62,11 @@ from bioscan_stream.shards.dnaset import DNA_SOURCE_SPLITS, UniqueBarcodes, uniq
 from bioscan_stream.shards.manifest import library_versions, put_via_local, shard_entries, split_totals, write_json
 from bioscan_stream.shards.plan import DEFAULT_MIN_SHARDS, DEFAULT_SHARD_BYTES, ShardSpec, plan_split, tar_bytes
 from bioscan_stream.shards.writer import (
+    JOURNAL_DIR,
     ShardJob,
     ShardResult,
     image_sample,
+    journal_url,
     sample_texts,
     sha256_url,
     write_dna_shard,
@@ -74,12 +76,11 @@ from bioscan_stream.storage import is_s3, join_url, list_urls
 from bioscan_stream.validate import UNKNOWN_SPLIT, InvalidRecordError, Reject, RejectsReport, validate_records
 from bioscan_stream.vocab import build_vocabularies, encode_labels, save_vocabularies
 
-__all__ = ["ConvertConfig", "ConvertReport", "convert_release"]
+__all__ = ["JOURNAL_DIR", "ConvertConfig", "ConvertReport", "convert_release", "plan_release_images"]
 
 log = logging.getLogger(__name__)
 
 VOCAB_FILE = "vocab.json"
-JOURNAL_DIR = "_journal"
 #: Images read per split to estimate bytes per sample for the plan (deterministic, seeded).
 _SIZE_SAMPLE = 32
 #: Bytes per sample when no image of a split could be read: a 29 KB cropped_256 JPEG plus members.
@@ -239,10 +240,18 @@ def _image_plan(config: ConvertConfig, source: _Source, store: ImageReader) -> l
     return specs
 
 
+def plan_release_images(config: ConvertConfig) -> tuple[_Source, list[ShardSpec]]:
+    """The validated records of a 5M release and the image shard plan `convert_release(config)` follows.
+
+    For jobs that read a release shard by shard as the converter would write it (the crop job).
+    """
+    source = _load(config)
+    return source, _image_plan(config, source, ImageStore.open(config.root, config.package))
+
+
 def _job(config: ConvertConfig, folder: str, spec: ShardSpec) -> ShardJob:
     base = join_url(config.out, folder)
-    journal = join_url(base, JOURNAL_DIR, spec.name.removesuffix(".tar") + ".json")
-    return ShardJob(path=spec.path, url=join_url(base, spec.path), journal_url=journal, strict=config.strict)
+    return ShardJob(spec.path, join_url(base, spec.path), journal_url(base, spec.path), strict=config.strict)
 
 
 def _image_task(job: ShardJob, store: ImageReader, rows: list[int], table: pa.Table, targets: pa.Table) -> ShardResult:
@@ -436,7 +445,7 @@ def _remove_stale(config: ConvertConfig, folder: str, results: Sequence[ShardRes
             continue
         log.warning("removing stale shard %s (not in this plan)", url)
         Path(url).unlink()
-        Path(base, JOURNAL_DIR, Path(url).name.removesuffix(".tar") + ".json").unlink(missing_ok=True)
+        Path(journal_url(base, url)).unlink(missing_ok=True)
 
 
 def convert_release(config: ConvertConfig) -> ConvertReport:

@@ -20,7 +20,8 @@ import struct
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pyarrow as pa
 
@@ -28,7 +29,7 @@ from bioscan_stream.layout import CorruptImage, ImageReader, MissingImage
 from bioscan_stream.metadata import json_objects
 from bioscan_stream.schema import COUNT, DNA, IMAGE, METADATA, TARGETS
 from bioscan_stream.shards.tarwriter import ShardInfo, write_tar
-from bioscan_stream.storage import is_s3, open_url, put_file, url_exists
+from bioscan_stream.storage import is_s3, join_url, open_url, put_file, url_exists
 from bioscan_stream.validate import MISSING_IMAGE, UNREADABLE_IMAGE, InvalidRecordError, Reject
 
 __all__ = [
@@ -42,6 +43,12 @@ __all__ = [
     "write_image_shard",
     "write_dna_shard",
     "sha256_url",
+    "JOURNAL_DIR",
+    "journal_url",
+    "read_journal",
+    "write_journal",
+    "commit_tar",
+    "image_samples",
 ]
 
 _JPEG_SOI = b"\xff\xd8\xff"
@@ -52,6 +59,8 @@ _JPEG_SOS = 0xDA
 #: A marker segment's start: 0xFF, the marker, the big-endian segment length.
 _SEGMENT = struct.Struct(">BBH")
 _HASH_CHUNK = 1 << 20
+#: Folder of the journal records, beside a shard set's split folders.
+JOURNAL_DIR = "_journal"
 
 
 @dataclass(frozen=True)
@@ -154,17 +163,53 @@ def sha256_url(url: str) -> str:
     return digest.hexdigest()
 
 
-def _reuse(job: ShardJob, digest: str) -> ShardResult | None:
-    """The recorded result when the journal matches this plan and the tar hashes as recorded."""
-    if not url_exists(job.journal_url) or not url_exists(job.url):
+def journal_url(base: str, shard_path: str) -> str:
+    """The journal record of the shard at `shard_path` (e.g. `train/train-000003.tar`) of the set at `base`."""
+    return join_url(base, JOURNAL_DIR, PurePosixPath(shard_path).name.removesuffix(".tar") + ".json")
+
+
+def read_journal(url: str) -> dict[str, Any] | None:
+    """A journal record, or None when there is none or it does not parse (torn: its shard is rewritten)."""
+    if not url_exists(url):
         return None
-    with open_url(job.journal_url, "rb") as src:
+    with open_url(url, "rb") as src:
         data = src.read()
     try:
         record = json.loads(data)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def write_journal(url: str, record: dict[str, Any]) -> None:
+    """Commit a journal record (atomically, after the shards it names)."""
+    # Not fsynced: a journal torn by a power cut fails to parse and one that outlives its shard's data fails
+    # the sha256 check, so the shard is rewritten either way; an fsync here (ext4 commits the shard's
+    # data with it) cost 5-20 us per sample (benchmarks/bench_convert.py, 2026-11).
+    with open_url(url, "wb", durable=False) as out:
+        out.write(json.dumps(record, indent=1).encode("utf-8"))
+
+
+def commit_tar(url: str, samples: Iterable[Mapping[str, bytes | str]]) -> ShardInfo:
+    """`write_tar` to a local path or an S3 URL, atomically either way (S3: one PUT of a finished local file)."""
+    if not is_s3(url):
+        return write_tar(url, samples)
+    with tempfile.TemporaryDirectory(prefix="bioscan-shard-") as tmp:
+        local = Path(tmp, PurePosixPath(url).name)
+        info = write_tar(local, samples)
+        put_file(local, url)
+    return info
+
+
+def _reuse(job: ShardJob, digest: str) -> ShardResult | None:
+    """The recorded result when the journal matches this plan and the tar hashes as recorded."""
+    record = read_journal(job.journal_url)
+    if record is None or not url_exists(job.url):
+        return None
+    try:
         info = ShardInfo(**record["shard"])
         rejects = tuple(Reject(**r) for r in record["rejects"])
-    except (ValueError, KeyError, TypeError):  # a journal from another version, or damaged: rewrite the shard
+    except (KeyError, TypeError):  # a journal from another version: rewrite the shard
         return None
     if record.get("digest") != digest or sha256_url(job.url) != info.sha256:
         return None
@@ -175,45 +220,44 @@ def _commit(
     job: ShardJob, digest: str, samples: Iterable[Mapping[str, bytes | str]], rejects: list[Reject]
 ) -> ShardResult:
     """Write the tar (atomically, locally or to S3), then its journal record; return the result."""
-    if is_s3(job.url):
-        with tempfile.TemporaryDirectory(prefix="bioscan-shard-") as tmp:
-            local = Path(tmp, Path(job.path).name)
-            info = write_tar(local, samples)
-            put_file(local, job.url)
-    else:
-        info = write_tar(job.url, samples)
-    record = {"shard": asdict(info), "digest": digest, "rejects": [asdict(r) for r in rejects]}
-    # Not fsynced: a journal torn by a power cut fails to parse and one that outlives its shard's data fails
-    # the sha256 check, so `_reuse` rewrites the shard either way; an fsync here (ext4 commits the shard's
-    # data with it) cost 5-20 us per sample (benchmarks/bench_convert.py, 2026-11).
-    with open_url(job.journal_url, "wb", durable=False) as out:
-        out.write(json.dumps(record, indent=1).encode("utf-8"))
+    info = commit_tar(job.url, samples)
+    write_journal(job.journal_url, {"shard": asdict(info), "digest": digest, "rejects": [asdict(r) for r in rejects]})
     return ShardResult(job.path, info, digest, tuple(rejects))
 
 
-def _image_samples(
-    job: ShardJob, store: ImageReader, pids: list[str], records: pa.Table, targets: pa.Table, rejects: list[Reject]
-) -> Iterator[dict[str, bytes | str]]:
-    """Samples of the readable records (`pids`: their processids); every other record is appended to
-    `rejects` (or raises, strict)."""
+def image_samples(
+    shard_path: str, store: ImageReader, records: pa.Table, targets: pa.Table
+) -> Iterator[dict[str, bytes | str] | Reject]:
+    """Each record's tar sample, or its `Reject` (missing or unreadable image), in record order.
+
+    `targets` has one int64 column per rank, row for row with `records`; `shard_path` names the shard in details.
+    """
     metadata, target_texts = sample_texts(records, targets)
     dna = records["dna_barcode"].to_pylist() if "dna_barcode" in records.column_names else [None] * len(records)
-    columns = (pids, records["split"].to_pylist(), dna, metadata, target_texts)
+    columns = (records["processid"].to_pylist(), records["split"].to_pylist(), dna, metadata, target_texts)
     for pid, split, barcode, meta, target in zip(*columns, strict=True):
         try:
             image = store.read(pid, split)
             problem = jpeg_problem(image)
-            reject = None if problem is None else Reject(pid, split, UNREADABLE_IMAGE, f"{job.path}: {problem}")
+            reject = None if problem is None else Reject(pid, split, UNREADABLE_IMAGE, f"{shard_path}: {problem}")
         except MissingImage as error:
             reject = Reject(pid, split, MISSING_IMAGE, str(error))
         except CorruptImage as error:  # an entry that exists but is not bytes (e.g. a bad HDF5 dataset)
-            reject = Reject(pid, split, UNREADABLE_IMAGE, f"{job.path}: {error}")
-        if reject is None:
-            yield image_sample(pid, image, barcode or "", meta, target)
-            continue
-        if job.strict:
-            raise InvalidRecordError(reject)
-        rejects.append(reject)
+            reject = Reject(pid, split, UNREADABLE_IMAGE, f"{shard_path}: {error}")
+        yield image_sample(pid, image, barcode or "", meta, target) if reject is None else reject
+
+
+def _kept_samples(
+    job: ShardJob, samples: Iterable[dict[str, bytes | str] | Reject], rejects: list[Reject]
+) -> Iterator[dict[str, bytes | str]]:
+    """The samples; every `Reject` is appended to `rejects` (or raises, strict)."""
+    for sample in samples:
+        if not isinstance(sample, Reject):
+            yield sample
+        elif job.strict:
+            raise InvalidRecordError(sample)
+        else:
+            rejects.append(sample)
 
 
 def write_image_shard(job: ShardJob, store: ImageReader, records: pa.Table, targets: pa.Table) -> ShardResult:
@@ -221,13 +265,13 @@ def write_image_shard(job: ShardJob, store: ImageReader, records: pa.Table, targ
 
     `targets` has one int64 column per rank, row for row with `records`.
     """
-    pids = records["processid"].to_pylist()
-    digest = hashlib.sha256("\n".join(pids).encode("utf-8")).hexdigest()
+    digest = hashlib.sha256("\n".join(records["processid"].to_pylist()).encode("utf-8")).hexdigest()
     reused = _reuse(job, digest)
     if reused is not None:
         return reused
     rejects: list[Reject] = []
-    return _commit(job, digest, _image_samples(job, store, pids, records, targets, rejects), rejects)
+    samples = _kept_samples(job, image_samples(job.path, store, records, targets), rejects)
+    return _commit(job, digest, samples, rejects)
 
 
 def write_dna_shard(job: ShardJob, sequences: Sequence[str], counts: Sequence[int]) -> ShardResult:
