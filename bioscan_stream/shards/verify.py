@@ -15,9 +15,9 @@ from typing import IO, Any
 
 from bioscan_stream.schema import INDEX_FILE
 from bioscan_stream.shards.manifest import read_json
-from bioscan_stream.storage import join_url, open_url, url_exists
+from bioscan_stream.storage import join_url, list_urls, open_url, url_exists
 
-__all__ = ["VerifyReport", "verify_shards"]
+__all__ = ["VerifyReport", "find_shard_sets", "verify_shards"]
 
 _CHUNK = 1 << 20
 
@@ -114,6 +114,21 @@ def _check_rejects(base: str, manifest: dict[str, Any], report: VerifyReport) ->
         lines = sum(1 for line in src.read().splitlines() if line.strip())
     if lines != entry["count"]:
         report.problems.append(f"rejects file {url}: {lines} lines != manifest count {entry['count']}")
+
+
+def _is_shard_manifest(manifest: Any) -> bool:
+    """A shard set's manifest lists shards per split; embedding stores and FAISS indices also write `index.json`."""
+    splits = manifest.get("splits") if isinstance(manifest, dict) else None
+    return isinstance(splits, dict) and all(isinstance(entry, dict) and "shards" in entry for entry in splits.values())
+
+
+def find_shard_sets(url: str) -> list[str]:
+    """The shard-set folders at or under `url`, sorted: `bioscan-stream shards OUT` writes one per package plus `dna`,
+    so `OUT` itself holds no manifest."""
+    if url_exists(join_url(url, INDEX_FILE)):
+        return [url]
+    manifests = list_urls(url, suffix=f"/{INDEX_FILE}")
+    return [m[: -len(INDEX_FILE) - 1] for m in manifests if _is_shard_manifest(read_json(m))]
 
 
 def verify_shards(url: str) -> VerifyReport:

@@ -47,6 +47,22 @@ def test_main_converts_and_verify_passes(converted: Path, capsys: pytest.Capture
     assert "OK" in capsys.readouterr().out
 
 
+def test_verify_out_checks_every_shard_set_under_it(
+    converted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert verify_shards.main([str(converted)]) == 0
+    out = capsys.readouterr().out
+    assert f"{converted / PACKAGE}: " in out and f"{converted / 'dna'}: " in out and out.count(": OK") == 2
+    copy = tmp_path / "out"
+    shutil.copytree(converted, copy)
+    (copy / "dna" / "pretrain_dna" / "pretrain_dna-000000.tar").unlink()
+    assert verify_shards.main([str(copy)]) == 1
+    captured = capsys.readouterr()
+    assert f"{copy / PACKAGE}: " in captured.out and "pretrain_dna-000000.tar: missing" in captured.err
+    assert verify_shards.main([str(tmp_path / "nothing")]) == 1
+    assert "no shard set" in capsys.readouterr().err
+
+
 def test_verify_names_a_bad_shard(converted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     copy = tmp_path / "copy"
     subprocess.run(["cp", "-r", str(converted / PACKAGE), str(copy)], check=True)

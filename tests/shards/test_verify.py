@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bioscan_stream.shards.tarwriter import write_tar
-from bioscan_stream.shards.verify import verify_shards
+from bioscan_stream.shards.verify import find_shard_sets, verify_shards
 
 pytestmark = pytest.mark.quick
 
@@ -52,3 +52,13 @@ def test_each_problem_is_named(tmp_path: Path) -> None:
 
 def test_no_manifest(tmp_path: Path) -> None:
     assert "no manifest" in verify_shards(str(tmp_path)).problems[0]
+
+
+def test_find_shard_sets_under_a_folder(tmp_path: Path) -> None:
+    _shard_set(tmp_path / "cropped_256")
+    _shard_set(tmp_path / "dna")
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "index.json").write_text(json.dumps({"modality": "dna", "splits": ["train"]}))
+    assert find_shard_sets(str(tmp_path)) == [str(tmp_path / "cropped_256"), str(tmp_path / "dna")]
+    assert find_shard_sets(str(tmp_path / "dna")) == [str(tmp_path / "dna")]
+    assert find_shard_sets(str(tmp_path / "missing")) == []
