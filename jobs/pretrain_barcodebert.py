@@ -10,16 +10,13 @@ Rerunning with the same `--output` resumes from its last checkpoint. `--workers 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
-from bioscan_stream.ray_runtime import ray_runtime
 from zoo._factory import parse_overrides
 from zoo.tasks.dna_sources import ListSource, SequenceSource, StreamSource
-from zoo.tasks.pretrain_loop import PretrainConfig, train_worker
+from zoo.tasks.pretrain_loop import PretrainConfig, fit_with_ray, train_worker
 
 DEFAULT_MODEL = "barcodebert_8_4_4"
 
@@ -78,32 +75,6 @@ def _source(args: argparse.Namespace) -> SequenceSource:
     return StreamSource(args.shards, seed=args.seed)
 
 
-def _ray_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train's per-worker function: the process group exists already; metrics go to `ray.train.report`."""
-    import ray.train
-
-    cfg = PretrainConfig(**loop_config["cfg"])
-    train_worker(cfg, loop_config["source"], report=ray.train.report)
-
-
-def _fit_with_ray(cfg: PretrainConfig, source: SequenceSource, args: argparse.Namespace) -> None:
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    scaling = ScalingConfig(
-        num_workers=args.workers, use_gpu=args.gpu, resources_per_worker={"CPU": args.cpus_per_worker}
-    )
-    trainer = TorchTrainer(
-        _ray_worker,
-        train_loop_config={"cfg": dataclasses.asdict(cfg), "source": source},
-        scaling_config=scaling,
-        torch_config=TorchConfig(backend="nccl" if args.gpu else "gloo"),
-        run_config=RunConfig(name="pretrain_barcodebert", storage_path=str(Path(cfg.output_dir) / "ray")),
-    )
-    with ray_runtime():  # RAY_ADDRESS (set under `ray job submit`) is honoured by ray.init itself
-        trainer.fit()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = _config(args)
@@ -112,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = train_worker(cfg, source)
         print(json.dumps(summary))
     else:
-        _fit_with_ray(cfg, source, args)
+        fit_with_ray(cfg, source, workers=args.workers, gpu=args.gpu, cpus_per_worker=args.cpus_per_worker)
         print(json.dumps({"output_dir": cfg.output_dir}))
     return 0
 

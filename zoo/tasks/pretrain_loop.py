@@ -35,7 +35,7 @@ from zoo.models.barcodebert import BarcodeBert
 from zoo.tasks.dna_sources import SequenceSource
 from zoo.tasks.mlm_task import MlmOutput, MlmTask, tokenize_for_training
 
-__all__ = ["PretrainConfig", "plot_loss_curve", "train_worker"]
+__all__ = ["PretrainConfig", "fit_with_ray", "plot_loss_curve", "train_worker"]
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -310,3 +310,35 @@ def plot_loss_curve(metrics_path: Path, png: Path) -> None:
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     plt.close(fig)
+
+
+def _ray_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train's per-worker function: the process group exists already; metrics go to `ray.train.report`."""
+    import ray.train
+
+    cfg = PretrainConfig(**loop_config["cfg"])
+    train_worker(cfg, loop_config["source"], report=ray.train.report)
+
+
+def fit_with_ray(
+    cfg: PretrainConfig, source: SequenceSource, *, workers: int, gpu: bool = False, cpus_per_worker: int = 1
+) -> None:
+    """`train_worker` on `workers` Ray Train workers (DDP: gloo on CPU, NCCL with `gpu`), one CPU set each.
+
+    Uses the Ray runtime that is up (the pipeline's, or `ray job submit`'s), else starts an embedded one.
+    """
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from bioscan_stream.ray_runtime import ray_runtime
+
+    scaling = ScalingConfig(num_workers=workers, use_gpu=gpu, resources_per_worker={"CPU": cpus_per_worker})
+    trainer = TorchTrainer(
+        _ray_worker,
+        train_loop_config={"cfg": asdict(cfg), "source": source},
+        scaling_config=scaling,
+        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
+        run_config=RunConfig(name="pretrain_barcodebert", storage_path=str(Path(cfg.output_dir) / "ray")),
+    )
+    with ray_runtime():  # RAY_ADDRESS (set under `ray job submit`) is honoured by ray.init itself
+        trainer.fit()
