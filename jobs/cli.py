@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("jobs.evaluate", "retrieval, zero-shot clustering or DNA probes over embedding stores"),
     "train-classifier": ("jobs.train_classifier", "fine-tune a timm image classifier on order / Diptera family"),
     "train-clip": ("jobs.train_clip", "CLIP-style image-DNA-text contrastive training (Ray Train)"),
+    "pipeline": ("jobs.pipeline", "every stage from release to report, from one TOML config (resumable)"),
     "bench": ("jobs.bench", "run the benchmarks (or --quick ones) and render the dashboard benchmarks/README.md"),
 }
 

@@ -1,6 +1,7 @@
 """`bioscan-stream crop SHARDS --out OUT`: detect the insect in original photos and write cropped shard sets (Ray).
 
     python -m jobs.crop OUT/original_full --out OUT --detector classical --preset bioscan5m
+    python -m jobs.crop RELEASE_ROOT --package original_256 --out OUT    # a release tree or its zips, no shards
     python -m jobs.crop OUT/original_full --out OUT --detector detr --checkpoint crop_tool.ckpt --num-gpus 1
     ray job submit --working-dir . -- python -m jobs.crop s3://bucket/shards/original_full --out s3://bucket/shards
 
@@ -18,6 +19,7 @@ import sys
 
 from bioscan_stream.crop import CROP_PRESETS
 from zoo.cropping import CropConfig, crop_shards
+from zoo.cropping.inputs import INPUT_PACKAGES
 from zoo.encoder import WeightsError
 
 PACKAGES = ("cropped", "cropped_256")
@@ -25,7 +27,10 @@ PACKAGES = ("cropped", "cropped_256")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bioscan-stream crop", description=__doc__.splitlines()[0])
-    p.add_argument("shards", help="input shard set (OUT/original_full or OUT/original_256), local or s3://")
+    p.add_argument(
+        "shards", help="input shard set (OUT/original_full or OUT/original_256, local or s3://), or a release"
+    )
+    p.add_argument("--package", choices=INPUT_PACKAGES, help="the input is a release root: crop these images of it")
     p.add_argument("--out", required=True, help="output root for the cropped shard sets and tables, local or s3://")
     p.add_argument("--detector", default="classical", choices=["classical", "detr"])
     p.add_argument("--checkpoint", help="detr: the crop tool's .ckpt or an HF folder (default: random weights)")
@@ -51,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     config = CropConfig(
         shards=args.shards,
         out=args.out,
+        package=args.package,
         detector=args.detector,
         detector_options=tuple(options.items()),
         preset=args.preset,

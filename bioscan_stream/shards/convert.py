@@ -76,7 +76,14 @@ from bioscan_stream.storage import is_s3, join_url, list_urls
 from bioscan_stream.validate import UNKNOWN_SPLIT, InvalidRecordError, Reject, RejectsReport, validate_records
 from bioscan_stream.vocab import build_vocabularies, encode_labels, save_vocabularies
 
-__all__ = ["JOURNAL_DIR", "ConvertConfig", "ConvertReport", "convert_release", "plan_release_images"]
+__all__ = [
+    "JOURNAL_DIR",
+    "ConvertConfig",
+    "ConvertReport",
+    "convert_release",
+    "plan_release_images",
+    "vocabulary_entry",
+]
 
 log = logging.getLogger(__name__)
 
@@ -322,6 +329,12 @@ def _source_entry(config: ConvertConfig, source: _Source) -> dict[str, Any]:
     return {"root": str(config.root), "metadata": Path(source.metadata).name, "metadata_sha256": source.metadata_sha256}
 
 
+def vocabulary_entry(vocabularies: dict[str, list[str]]) -> dict[str, Any]:
+    """The manifest's `vocabularies` entry: the file beside it, target names, sizes, the missing code."""
+    sizes = {name: len(v) for name, v in vocabularies.items()}
+    return {"file": VOCAB_FILE, "targets": list(vocabularies), "sizes": sizes, "missing": -1}
+
+
 def _publish_images(config: ConvertConfig, source: _Source, results: list[ShardResult]) -> tuple[str, dict[str, Any]]:
     """rejects.jsonl and vocab.json, then index.json last (its presence means the set is complete)."""
     base = join_url(config.out, config.package)
@@ -338,12 +351,7 @@ def _publish_images(config: ConvertConfig, source: _Source, results: list[ShardR
         "splits": splits,
         "totals": split_totals(source.read, {s: e["samples"] for s, e in splits.items()}, rejects),
         "rejects": {"file": REJECTS_FILE, "count": len(rejects)},
-        "vocabularies": {
-            "file": VOCAB_FILE,
-            "targets": list(source.vocabularies),
-            "sizes": {name: len(v) for name, v in source.vocabularies.items()},
-            "missing": -1,
-        },
+        "vocabularies": vocabulary_entry(source.vocabularies),
         "source": _source_entry(config, source),
         "parameters": _parameters(config),
         "versions": library_versions(),

@@ -1,8 +1,10 @@
 """Tests of `bioscan-stream crop` (jobs/crop.py -> zoo.cropping): shards, bbox table, presets, bad input, resume, Ray.
 
 Input: a 24-record synthetic release with `original_full` photos (true boxes in its bbox table), converted to
-shards once per module. One in-process Ray runtime is shared by the module (`ray_local`); the kill -9 and
-`ray job submit` tests (marked slow) run the job as a process, the latter on the session's `ray start --head`.
+shards once per module; for a release-tree input, a 24-record `original_256` release with one image missing and
+one not a JPEG, read as a tree and as the official zip, and compared with cropping its converted shards. One
+in-process Ray runtime is shared by the module (`ray_local`); the kill -9 and `ray job submit` tests (marked slow)
+run the job as a process, the latter on the session's `ray start --head`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,16 +30,19 @@ import torch
 from helpers_ray import RayHead
 from PIL import Image
 
+from bioscan_stream.constants import BBOX_TSV, IMAGES_DIR
 from bioscan_stream.crop import crop_with_preset
-from bioscan_stream.metadata import read_bbox
+from bioscan_stream.layout import image_relpath, zip_package_names
+from bioscan_stream.metadata import read_bbox, read_metadata
 from bioscan_stream.schema import IMAGE, METADATA
 from bioscan_stream.shards.convert import ConvertConfig, convert_release
 from bioscan_stream.shards.verify import verify_shards
 from bioscan_stream.sizes import size_fields
 from bioscan_stream.storage import put_file, read_bytes, url_exists
+from bioscan_stream.synth.images import encode_jpeg
 from jobs.crop import main
 from zoo.cropping import CropConfig, crop_shards
-from zoo.cropping.shard import JPEG_QUALITY, CropSettings, RowDetection, crop_shard, original_box, original_size
+from zoo.cropping.shard import CropSettings, RowDetection, crop_shard, original_box, original_size
 from zoo.embedding.sources import list_input_shards, read_shard_samples
 
 REPO = Path(__file__).resolve().parents[2]
@@ -84,6 +90,88 @@ def _tree_bytes(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
+def _crops_bytes(out: Path) -> dict[str, str]:
+    """`_tree_bytes` of what depends on the crops only: not the manifests' `source` nor the journal's input digest."""
+    return {k: v for k, v in _tree_bytes(out).items() if not k.endswith("index.json") and not k.startswith("_journal")}
+
+
+@pytest.fixture(scope="module")
+def release_256(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A 24-record `original_256` release tree with one image deleted and one replaced by text (~3 s), and the
+    expected reject reason of those two records."""
+    from bioscan_stream.synth.release import write_release
+
+    root = tmp_path_factory.mktemp("crop-release") / "release"
+    table = write_release(root, samples=SAMPLES, seed=2, packages=("original_256",), workers=1)
+    (missing, split_a), (broken, split_b) = [(r["processid"], r["split"]) for r in table.slice(3, 2).to_pylist()]
+    (root / image_relpath(missing, split_a, "original_256")).unlink()
+    (root / image_relpath(broken, split_b, "original_256")).write_bytes(b"not a jpeg at all")
+    return root, {missing: "missing_image", broken: "unreadable_image"}
+
+
+@pytest.fixture(scope="module")
+def release_crops(release_256: tuple[Path, dict[str, str]], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The crop job's output for the release tree (`--package original_256`)."""
+    out = tmp_path_factory.mktemp("crop-release-out")
+    crop_shards(_config(release_256[0], out, package="original_256"))
+    return out
+
+
+def test_a_release_tree_crops_like_its_converted_shards(
+    release_256: tuple[Path, dict[str, str]], release_crops: Path, tmp_path: Path
+) -> None:
+    root, damaged = release_256
+    convert_release(ConvertConfig(str(root), str(tmp_path / "shards"), package="original_256", dna=False))
+    from_shards = tmp_path / "from_shards"
+    crop_shards(_config(tmp_path / "shards" / "original_256", from_shards))
+    crops, expected = _crops_bytes(release_crops), _crops_bytes(from_shards)
+    rejects_file = "cropped_256/rejects.jsonl"
+    assert crops.pop(rejects_file) == crops.pop("cropped/rejects.jsonl") != expected.pop(rejects_file)
+    assert crops == {k: v for k, v in expected.items() if k != "cropped/rejects.jsonl"}  # names, order, crops, tables
+    # the records the shards lack are the release's rejects, reported as the converter reports them
+    converter_rejects = (tmp_path / "shards" / "original_256" / "rejects.jsonl").read_bytes()
+    assert (release_crops / rejects_file).read_bytes() == converter_rejects
+    index = json.loads((release_crops / "cropped_256" / "index.json").read_text())
+    converted = json.loads((tmp_path / "shards" / "original_256" / "index.json").read_text())
+    assert [s["path"] for e in index["splits"].values() for s in e["shards"]] == [
+        s["path"] for e in converted["splits"].values() for s in e["shards"]
+    ]
+    rows = read_metadata(root).to_pylist()
+    assert {split: t["read"] for split, t in index["totals"].items()} == {
+        split: sum(r["split"] == split for r in rows) for split in index["totals"]
+    }  # every metadata row of every split: a crop or a reject
+    rejects = [json.loads(line) for line in (release_crops / "cropped_256" / "rejects.jsonl").read_text().splitlines()]
+    assert {r["processid"]: r["reason"] for r in rejects} == damaged
+    assert index["source"]["root"] == str(root) and index["source"]["package"] == "original_256"
+    assert verify_shards(str(release_crops / "cropped_256")).ok and verify_shards(str(release_crops / "cropped")).ok
+    before = _tree_bytes(release_crops)
+    again = crop_shards(_config(root, release_crops, package="original_256"))  # a rerun keeps every shard
+    assert again.shards_written == 0 and again.shards_kept == len(list((release_crops / "_journal").glob("*.json")))
+    assert _tree_bytes(release_crops) == before
+
+
+def test_a_release_read_from_its_zip_crops_like_its_tree(
+    release_256: tuple[Path, dict[str, str]], release_crops: Path, tmp_path: Path
+) -> None:
+    tree, damaged = release_256
+    root = tmp_path / "zipped"
+    shutil.copytree(tree, root, ignore=shutil.ignore_patterns("images"))  # metadata only
+    with zipfile.ZipFile(root / zip_package_names("original_256")[0], "w") as archive:
+        for path in sorted((tree / IMAGES_DIR).rglob("*.jpg")):
+            archive.write(path, str(path.relative_to(tree)))
+    out = tmp_path / "out"
+    report = crop_shards(_config(root, out, package="original_256", packages=("cropped_256",)))
+    assert report.read == SAMPLES and report.rejected == len(damaged)
+
+    def tars(folder: Path) -> dict[str, str]:
+        return {k: v for k, v in _tree_bytes(folder / "cropped_256").items() if k.endswith(".tar")}
+
+    assert tars(out) == tars(release_crops)
+    assert (out / BBOX_TSV).read_bytes() == (release_crops / BBOX_TSV).read_bytes()
+    rejects = [json.loads(line) for line in (out / "cropped_256" / "rejects.jsonl").read_text().splitlines()]
+    assert {r["processid"]: r["reason"] for r in rejects} == damaged
+
+
 def _samples(shard_set: Path) -> dict[str, dict[str, bytes]]:
     """Every sample of a shard set by processid (members as bytes)."""
     found = {}
@@ -92,12 +180,6 @@ def _samples(shard_set: Path) -> dict[str, dict[str, bytes]]:
         for sample in read_shard_samples(shard, frozenset({IMAGE, METADATA})):
             found[sample["__key__"]] = sample
     return found
-
-
-def _jpeg(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
-    return buffer.getvalue()
 
 
 def test_job_writes_verified_shards_bbox_table_and_review(originals: Path, tmp_path: Path) -> None:
@@ -118,8 +200,8 @@ def test_job_writes_verified_shards_bbox_table_and_review(originals: Path, tmp_p
         assert (row["area_fraction"], row["scale_factor"]) == size_fields(box, (1024, 768))
         with Image.open(io.BytesIO(inputs[row["processid"]][IMAGE])) as original:
             cropped, cropped_256 = crop_with_preset(original.convert("RGB"), box, "bioscan5m")
-        assert crops[row["processid"]][IMAGE] == _jpeg(cropped)  # the crop is crop.py's, encoded once
-        assert small[row["processid"]][IMAGE] == _jpeg(cropped_256)
+        assert crops[row["processid"]][IMAGE] == encode_jpeg(cropped)  # the crop is crop.py's, encoded once
+        assert small[row["processid"]][IMAGE] == encode_jpeg(cropped_256)
         metadata = json.loads(small[row["processid"]][METADATA])
         assert (metadata["area_fraction"], metadata["scale_factor"]) == (row["area_fraction"], row["scale_factor"])
         true = truth[row["processid"]]
@@ -163,8 +245,8 @@ def _tamper(shards: Path, dest: Path, replacements: list[bytes]) -> tuple[Path, 
 def test_bad_images_are_rejects_and_the_bioscan1m_preset_keeps_the_expanded_box(
     originals: Path, tmp_path: Path
 ) -> None:
-    black = _jpeg(Image.new("RGB", (1024, 768), (0, 0, 0)))
-    grey = _jpeg(Image.new("RGB", (1024, 768), (128, 128, 128)))
+    black = encode_jpeg(Image.new("RGB", (1024, 768), (0, 0, 0)))
+    grey = encode_jpeg(Image.new("RGB", (1024, 768), (128, 128, 128)))
     shards, victims = _tamper(originals, tmp_path / "bad", [b"not a jpeg at all", black, grey])
     out = tmp_path / "out"
     report = crop_shards(_config(shards, out, preset="bioscan1m", packages=("cropped_256",)))
@@ -180,7 +262,7 @@ def test_bad_images_are_rejects_and_the_bioscan1m_preset_keeps_the_expanded_box(
         box = (row["x0"], row["y0"], row["x1"], row["y1"])
         with Image.open(io.BytesIO(inputs[row["processid"]][IMAGE])) as original:
             _, expected = crop_with_preset(original.convert("RGB"), box, "bioscan1m")
-        assert small[row["processid"]][IMAGE] == _jpeg(expected) and min(expected.size) == 256
+        assert small[row["processid"]][IMAGE] == encode_jpeg(expected) and min(expected.size) == 256
         ratios.append(expected.width / expected.height)
     assert len(ratios) == report.cropped and any(abs(r - 4 / 3) > 0.05 for r in ratios)  # no 4:3, no rotation
 
@@ -218,6 +300,11 @@ def test_bad_arguments_fail_clearly(originals: Path, tmp_path: Path, capsys: pyt
     assert "choose from" in capsys.readouterr().err
     assert main([str(tmp_path / "nothing"), "--out", out]) == 2
     assert "no shard manifest" in capsys.readouterr().err
+    release = str(originals.parents[1] / "release")
+    assert main([release, "--out", out]) == 2
+    assert "is a release root: name its images with --package original_full|original_256" in capsys.readouterr().err
+    assert main([release, "--package", "original_256", "--out", out]) == 2
+    assert "no images of package 'original_256'" in capsys.readouterr().err
     assert not Path(out).exists()
 
 
@@ -252,12 +339,15 @@ def test_s3_in_and_out(originals: Path, s3_bucket: str) -> None:
 
 
 @pytest.mark.slow
-def test_kill_9_then_rerun_is_byte_identical(originals: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("source", ["shards", "release"])
+def test_kill_9_then_rerun_is_byte_identical(originals: Path, tmp_path: Path, source: str) -> None:
     """The job (driver + its embedded Ray, one process group) is killed with SIGKILL once a shard is finished;
-    the rerun completes the same bytes as an uninterrupted run."""
+    the rerun completes the same bytes as an uninterrupted run (input: the shard set, or the release tree)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("RAY_ADDRESS", None)
-    run = [sys.executable, "-m", "jobs.crop", str(originals), "--no-progress", "--num-cpus", "2", "--batch-size", "2"]
+    release = [str(originals.parents[1] / "release"), "--package", "original_full"]
+    inputs = [str(originals)] if source == "shards" else release
+    run = [sys.executable, "-m", "jobs.crop", *inputs, "--no-progress", "--num-cpus", "2", "--batch-size", "2"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     subprocess.run([*run, "--out", str(whole)], env=env, cwd=REPO, check=True, capture_output=True, timeout=600)
     proc = subprocess.Popen(

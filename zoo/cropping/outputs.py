@@ -1,18 +1,17 @@
 """What the crop job publishes once every shard is cropped (shards -> **outputs**): manifests, bbox table, review.
 
-Per output package (`OUT/cropped`, `OUT/cropped_256`): `rejects.jsonl`, the input's `vocab.json` (targets are
-copied unchanged) and, last, `index.json` in the shard converter's layout, so `bioscan-stream verify` and the
-stream read them like any shard set. Beside them: `OUT/BIOSCAN_5M_Insect_bbox.tsv` (the official columns, raw
-box in original pixels, `bioscan_stream.metadata.read_bbox` reads it), `OUT/review.tsv` (the lowest-confidence
-images first) and `OUT/contact_sheet.png` (those images with their boxes, beside their crops). Everything is
-sorted by input order or by (score, processid), so a rerun writes the same bytes.
+Per output package (`OUT/cropped`, `OUT/cropped_256`): `rejects.jsonl` (with a release's invalid metadata rows),
+the input's `vocab.json` (targets are copied unchanged) and, last, `index.json` in the shard converter's layout,
+so `bioscan-stream verify` and the stream read them like any shard set. Beside them:
+`OUT/BIOSCAN_5M_Insect_bbox.tsv` (the official columns, raw box in original pixels,
+`bioscan_stream.metadata.read_bbox` reads it), `OUT/review.tsv` (the lowest-confidence images first) and
+`OUT/contact_sheet.png` (those images with their boxes, beside their crops). Everything is sorted by input order
+or by (score, processid), so a rerun writes the same bytes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -28,10 +27,11 @@ from bioscan_stream.metadata import write_bbox
 from bioscan_stream.schema import IMAGE, IMAGE_SHARD_MEMBERS, INDEX_FILE, REJECTS_FILE, SCHEMA_VERSION
 from bioscan_stream.shards.manifest import library_versions, put_via_local, shard_entries, split_totals, write_json
 from bioscan_stream.shards.writer import ShardResult
-from bioscan_stream.storage import join_url, put_file, read_bytes
-from bioscan_stream.validate import RejectsReport
+from bioscan_stream.storage import join_url, put_file
+from bioscan_stream.validate import Reject, RejectsReport
+from zoo.cropping.inputs import CropInputs, iter_samples
 from zoo.cropping.shard import BoxRow, ShardCrops
-from zoo.embedding.sources import InputShard, read_shard_samples
+from zoo.embedding.sources import InputShard
 
 if TYPE_CHECKING:
     from zoo.cropping.pipeline import CropConfig
@@ -81,8 +81,8 @@ def contact_sheet(
     wanted = {row.processid: row for row in rows}
     images: dict[str, bytes] = {}
     for shard in shards:
-        for sample in read_shard_samples(shard, frozenset({IMAGE})):
-            if sample["__key__"] in wanted:
+        for sample in iter_samples(shard, frozenset({IMAGE})):
+            if not isinstance(sample, Reject) and sample["__key__"] in wanted:
                 images[sample["__key__"]] = sample[IMAGE]
     font = ImageFont.load_default()
     tiles = [_tile(images[row.processid], row, preset, font) for row in rows if row.processid in images]
@@ -125,13 +125,10 @@ def _write_tables(config: CropConfig, shards: Sequence[InputShard], crops: Seque
 
 
 def _package_manifest(
-    config: CropConfig, package: str, source: dict[str, Any], crops: Sequence[ShardCrops], shards: Sequence[InputShard]
+    package: str, inputs: CropInputs, crops: Sequence[ShardCrops], rejects: Sequence[Reject], parameters: dict[str, Any]
 ) -> dict[str, Any]:
-    splits = list(dict.fromkeys(s.split for s in shards))
     results = [ShardResult(c.source, c.shards[package], "") for c in crops]
-    entries = shard_entries(results, splits)
-    read = {split: sum(s.samples for s in shards if s.split == split) for split in splits}
-    rejects = [r for c in crops for r in c.rejects]
+    entries = shard_entries(results, inputs.read)
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "kind": "image",
@@ -139,11 +136,11 @@ def _package_manifest(
         "key": "processid",
         "members": list(IMAGE_SHARD_MEMBERS),
         "splits": entries,
-        "totals": split_totals(read, {s: e["samples"] for s, e in entries.items()}, rejects),
+        "totals": split_totals(inputs.read, {s: e["samples"] for s, e in entries.items()}, rejects),
         "rejects": {"file": REJECTS_FILE, "count": len(rejects)},
-        **({"vocabularies": source["vocabularies"]} if "vocabularies" in source else {}),
-        "source": source["source"],
-        "parameters": source["parameters"],
+        **({"vocabularies": inputs.vocabularies[0]} if inputs.vocabularies else {}),
+        "source": inputs.source,
+        "parameters": parameters,
         "bbox": f"../{BBOX_TSV}",
         "versions": library_versions(),
     }
@@ -151,32 +148,20 @@ def _package_manifest(
 
 
 def publish(
-    config: CropConfig,
-    manifest: dict[str, Any],
-    shards: Sequence[InputShard],
-    crops: Sequence[ShardCrops],
-    fingerprint: dict[str, Any],
+    config: CropConfig, inputs: CropInputs, crops: Sequence[ShardCrops], fingerprint: dict[str, Any]
 ) -> dict[str, int]:
     """Write every package's rejects, vocabularies and manifest (last), then the tables; returns the totals."""
     preset = get_crop_preset(config.preset)
-    source = {
-        "source": {
-            "shards": config.shards,
-            "package": manifest.get("package"),
-            "manifest_sha256": hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest(),
-        },
-        "parameters": {"detector": fingerprint, "preset": asdict(preset), "packages": list(config.packages)},
-    }
-    if "vocabularies" in manifest:
-        source["vocabularies"] = manifest["vocabularies"]
-    _write_tables(config, shards, crops)
-    rejects = [r for c in crops for r in c.rejects]
+    parameters = {"detector": fingerprint, "preset": asdict(preset), "packages": list(config.packages)}
+    _write_tables(config, inputs.shards, crops)
+    rejects = inputs.rejects + [r for c in crops for r in c.rejects]
     for package in config.packages:
         base = join_url(config.out, package)
         put_via_local(RejectsReport(list(rejects)).write, join_url(base, REJECTS_FILE), REJECTS_FILE)
-        if "vocabularies" in manifest:
-            name = manifest["vocabularies"]["file"]
-            _put_bytes(join_url(base, name), read_bytes(join_url(config.shards, name)), name)
-        write_json(join_url(base, INDEX_FILE), _package_manifest(config, package, source, crops, shards))
-    written = sum(len(c.boxes) for c in crops)
-    return {"read": sum(s.samples for s in shards), "written": written, "rejected": len(rejects)}
+        if inputs.vocabularies:
+            entry, data = inputs.vocabularies
+            _put_bytes(join_url(base, entry["file"]), data, entry["file"])
+        manifest = _package_manifest(package, inputs, crops, rejects, parameters)
+        write_json(join_url(base, INDEX_FILE), manifest)
+    totals = manifest["totals"].values()
+    return {k: sum(t[k] for t in totals) for k in ("read", "written", "rejected")}

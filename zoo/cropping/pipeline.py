@@ -1,10 +1,11 @@
-"""The crop job: original shards -> Ray Data (read | decode | detector actor pool) -> crop tasks -> cropped shards.
+"""The crop job: originals (shards or a release) -> Ray Data (read | decode | detector pool) -> crop tasks -> shards.
 
 Flow (`crop_shards`):
 
-1. plan: the input shard set's shards (`original_full` or `original_256`), the detector built once in the driver
-   (a missing or mismatched checkpoint fails here, before any work) and its fingerprint; shards whose journal
-   record names the same input, detector and settings, with tars that still hash as recorded, are kept;
+1. plan: the input's shards (`zoo.cropping.inputs`: an `original_full` or `original_256` shard set, or a release
+   root read in the shards the converter would write of it), the detector built once in the driver (a missing or
+   mismatched checkpoint fails here, before any work) and its fingerprint; shards whose journal record names the
+   same input, detector and settings, with tars that still hash as recorded, are kept;
 2. Ray Data over the other shards: one read task per shard (raw JPEG bytes, `zoo.embedding.sources`) ->
    `map_batches` CPU decoding (undecodable and uniform images marked as rejects) -> `map_batches` over an actor
    pool of detector replicas (built once per actor, `num_gpus` each when there are GPUs) -> the driver;
@@ -38,16 +39,16 @@ from bioscan_stream.crop import get_crop_preset
 from bioscan_stream.ray_runtime import ray_runtime
 from bioscan_stream.schema import IMAGE
 from bioscan_stream.validate import NO_DETECTION, UNREADABLE_IMAGE
+from zoo.cropping.inputs import payload_samples, read_inputs
 from zoo.cropping.outputs import publish
 from zoo.cropping.shard import CropSettings, RowDetection, ShardCrops, crop_shard, reuse_shard
 from zoo.detectors import Detector, create_detector
-from zoo.embedding.sources import InputShard, ShardPayloads, list_input_shards
+from zoo.embedding.sources import InputShard, ShardPayloads
 
 __all__ = ["CropConfig", "CropReport", "crop_shards", "detector_digest"]
 
 log = logging.getLogger(__name__)
 
-INPUT_PACKAGES = ("original_full", "original_256")
 OUTPUT_PACKAGES = ("cropped", "cropped_256")
 #: A decoded image whose pixels all lie within this many levels is no photo (blank, black, a test card).
 _UNIFORM_LEVELS = 8
@@ -60,7 +61,10 @@ class CropConfig:
     """Everything the crop job needs (the CLI builds one from its flags).
 
     Args:
-        shards: input shard set folder (`OUT/original_full` or `OUT/original_256`, local or `s3://`).
+        shards: input shard set folder (`OUT/original_full` or `OUT/original_256`, local or `s3://`), or with
+            `package` a local release root (extracted images and/or the official zips).
+        package: the release's image package to crop, `original_full` or `original_256` (None: `shards` is a
+            shard set). The release is read in the shards `bioscan-stream shards --package P` writes of it.
         out: output root (local or `s3://`): `OUT/<package>/` shard sets, `OUT/BIOSCAN_5M_Insect_bbox.tsv`,
             `OUT/review.tsv`, `OUT/contact_sheet.png`.
         detector: `classical` or `detr` (`zoo.detectors.list_detectors()`); `detector_options` its keyword
@@ -76,6 +80,7 @@ class CropConfig:
 
     shards: str
     out: str
+    package: str | None = None
     detector: str = "classical"
     detector_options: tuple[tuple[str, Any], ...] = ()
     preset: str = "bioscan5m"
@@ -207,7 +212,7 @@ def _detect_and_crop(
     options = dict(config.detector_options)
     work = [(shard, np.arange(shard.samples)) for shard in pending]
     ds = ray.data.read_datasource(
-        ShardPayloads(work, IMAGE), override_num_blocks=len(work), runtime_env=config.runtime_env
+        ShardPayloads(work, IMAGE, payload_samples), override_num_blocks=len(work), runtime_env=config.runtime_env
     )
     ds = ds.map_batches(
         _decode_batch, batch_format="pyarrow", batch_size=config.batch_size, memory=_TASK_MEMORY,
@@ -242,35 +247,26 @@ def _detect_and_crop(
     return [ray.get(refs[shard.number]) for shard in pending]
 
 
-def _input_shards(config: CropConfig) -> tuple[list[InputShard], dict[str, Any]]:
-    """The input shards of the chosen splits (all of the manifest's by default), checked to be originals."""
-    shards, manifest = list_input_shards(config.shards, config.splits or ())
-    if config.splits is None:
-        shards, manifest = list_input_shards(config.shards, tuple(manifest.get("splits", {})))
-    package = manifest.get("package")
-    if package not in INPUT_PACKAGES:
-        raise ValueError(f"{config.shards}: a {package!r} shard set; the crop job reads {' or '.join(INPUT_PACKAGES)}")
-    return shards, manifest
-
-
 def crop_shards(config: CropConfig) -> CropReport:
     """Run the crop job of `config` (see the module docstring); returns what it did.
 
     Raises:
-        FileNotFoundError: no input manifest, or no checkpoint file where one was named.
+        FileNotFoundError: no input manifest (or no release metadata / images), or no checkpoint file where one
+            was named.
         zoo.encoder.WeightsError: a checkpoint that needs unpickling or is not the detector's architecture.
-        ValueError: unknown packages, preset or detector, or an input set that is not originals.
+        ValueError: unknown packages, preset or detector, or an input that is not originals.
     """
     clock, report = time.perf_counter(), CropReport(config.out)
     unknown = sorted(set(config.packages) - set(OUTPUT_PACKAGES))
     if unknown or not config.packages:
         raise ValueError(f"packages {list(config.packages)}: choose from {list(OUTPUT_PACKAGES)}")
     get_crop_preset(config.preset)
-    shards, manifest = _input_shards(config)
+    inputs = read_inputs(config.shards, config.package, config.splits)
+    shards = inputs.shards
     detector = create_detector(config.detector, **dict(config.detector_options))
     fingerprint, digest = detector.fingerprint(), detector_digest(detector)
     del detector  # the replicas build their own; the driver's copy checks the settings and names the weights
-    settings = CropSettings(config.out, tuple(config.packages), config.preset, manifest["package"], digest)
+    settings = CropSettings(config.out, tuple(config.packages), config.preset, inputs.package, digest)
     kept = {s.number: c for s in shards if (c := reuse_shard(s, settings)) is not None}
     pending = [s for s in shards if s.number not in kept]
     report.seconds["plan"] = time.perf_counter() - clock
@@ -283,7 +279,7 @@ def crop_shards(config: CropConfig) -> CropReport:
             )
             report.seconds["pipeline"] = time.perf_counter() - start
     start = time.perf_counter()
-    totals = publish(config, manifest, shards, [kept.get(s.number) or made[s.number] for s in shards], fingerprint)
+    totals = publish(config, inputs, [kept.get(s.number) or made[s.number] for s in shards], fingerprint)
     report.seconds["publish"] = time.perf_counter() - start
     report.read, report.cropped, report.rejected = totals["read"], totals["written"], totals["rejected"]
     report.shards_kept, report.shards_written = len(kept), len(pending)

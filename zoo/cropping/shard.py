@@ -1,12 +1,14 @@
 """One input shard's crops (detections -> **shard** -> `cropped` / `cropped_256` tars): the crop job's CPU task.
 
-Given every row's detection, the task reads the input shard once more (all members, sha256 and count checked),
+Given every row's detection, the task reads its input once more (a shard: all members, sha256 and count checked;
+a release's planned shard: from the image store, unreadable records as rejects, `zoo.cropping.inputs`),
 cuts each detected box out with the crop preset (`bioscan_stream.crop.crop_with_preset`), encodes the crops and
-writes one tar per output package with the project's deterministic tar writer: same key, barcode and targets as
+writes one tar per output package with the shard writer (`commit_tar`): same key, barcode and targets as
 the input, the image replaced by the crop, and the metadata's size fields (`area_fraction`, `scale_factor`)
 recomputed from the new box. Rows without a usable box become `Reject`s. Then a journal record (the tars' sha256,
-every box and score, the rejects) is committed: a rerun keeps the shard when the record names the same inputs
-and settings and the tars still hash as recorded, so a job killed with `kill -9` resumes with identical output.
+every box and score, the rejects) is committed (`write_journal`, beside the converter's): a rerun keeps the shard
+when the record names the same inputs and settings and the tars still hash as recorded, so a job killed with
+`kill -9` resumes with identical output.
 """
 
 from __future__ import annotations
@@ -14,10 +16,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -25,21 +25,20 @@ from PIL import Image
 from bioscan_stream.constants import ORIGINAL_SIZE, RESIZED_SHORT_SIDE
 from bioscan_stream.crop import crop_with_preset, short_side_size
 from bioscan_stream.schema import DNA, IMAGE, METADATA, TARGETS
-from bioscan_stream.shards.tarwriter import ShardInfo, write_tar
-from bioscan_stream.shards.writer import image_sample, sha256_url
+from bioscan_stream.shards.tarwriter import ShardInfo
+from bioscan_stream.shards.writer import commit_tar, image_sample, journal_url, read_journal, sha256_url, write_journal
 from bioscan_stream.sizes import size_fields
-from bioscan_stream.storage import is_s3, join_url, open_url, put_file, url_exists
+from bioscan_stream.storage import join_url
+from bioscan_stream.synth.images import encode_jpeg
 from bioscan_stream.validate import BOX_OUTSIDE_IMAGE, NO_DETECTION, UNREADABLE_IMAGE, Reject
-from zoo.embedding.sources import InputShard, read_shard_samples
+from zoo.cropping.inputs import iter_samples
+from zoo.embedding.sources import InputShard
 
 __all__ = [
     "BoxRow", "CropSettings", "RowDetection", "ShardCrops",
-    "crop_shard", "journal_url", "original_box", "original_size", "reuse_shard",
+    "crop_shard", "original_box", "original_size", "reuse_shard",
 ]  # fmt: skip
 
-JOURNAL_DIR = "_journal"
-#: The release's JPEG quality (`bioscan_stream.synth.images.JPEG_QUALITY`): crops are encoded once, like theirs.
-JPEG_QUALITY = 90
 _MEMBERS = frozenset({IMAGE, DNA, METADATA, TARGETS})
 
 
@@ -100,10 +99,6 @@ class ShardCrops:
     reused: bool = False
 
 
-def journal_url(out: str, shard: InputShard) -> str:
-    return join_url(out, JOURNAL_DIR, Path(shard.path).name.removesuffix(".tar") + ".json")
-
-
 def original_size(size: tuple[int, int], input_package: str) -> tuple[int, int]:
     """(W, H) of the original an input image was made from: itself, or for `original_256` the 1024x768 original
     it was resized from (any other size scaled back by 768 / 256)."""
@@ -126,12 +121,6 @@ def original_box(
     return rounded if rounded[2] > rounded[0] and rounded[3] > rounded[1] else None
 
 
-def _encode(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
-    return buffer.getvalue()
-
-
 def _crop_sample(
     sample: dict[str, Any], split: str, found: RowDetection, settings: CropSettings
 ) -> tuple[dict[str, bytes], BoxRow] | Reject:
@@ -152,7 +141,7 @@ def _crop_sample(
     cropped, cropped_256 = crop_with_preset(image, in_image, settings.preset)
     area_fraction, scale_factor = size_fields(box, original)
     encoded = {"cropped": cropped, "cropped_256": cropped_256}
-    crops = {package: _encode(encoded[package]) for package in settings.packages}
+    crops = {package: encode_jpeg(encoded[package]) for package in settings.packages}  # the release's quality
     return crops, BoxRow(key, split, *original, *box, float(scale_factor), float(area_fraction), found.score)
 
 
@@ -163,29 +152,16 @@ def _with_size_fields(metadata: bytes, row: BoxRow) -> str:
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
 
 
-def _write(url: str, samples: list[dict[str, bytes | str]]) -> ShardInfo:
-    """A tar at a local path or S3 URL, atomically (S3: one PUT of a finished local file)."""
-    if not is_s3(url):
-        return write_tar(url, samples)
-    with tempfile.TemporaryDirectory(prefix="bioscan-crop-") as tmp:
-        local = Path(tmp, url.rsplit("/", 1)[-1])
-        info = write_tar(local, samples)
-        put_file(local, url)
-    return info
-
-
 def reuse_shard(shard: InputShard, settings: CropSettings) -> ShardCrops | None:
     """The journal's record of this shard when it names the same digest and every tar still hashes as recorded."""
-    url = journal_url(settings.out, shard)
-    if not url_exists(url):
+    record = read_journal(journal_url(settings.out, shard.path))
+    if record is None:
         return None
     try:
-        with open_url(url, "rb") as src:
-            record = json.loads(src.read())
         infos = {p: ShardInfo(**info) for p, info in record["shards"].items()}
         crops = ShardCrops(shard.path, shard.split, infos, [BoxRow(**b) for b in record["boxes"]])
         crops.rejects = [Reject(**r) for r in record["rejects"]]
-    except (ValueError, KeyError, TypeError):  # another version's journal, or a torn one: redo the shard
+    except (AttributeError, KeyError, TypeError):  # another version's journal: redo the shard
         return None
     if record.get("digest") != settings.digest(shard) or sorted(infos) != sorted(settings.packages):
         return None
@@ -203,7 +179,10 @@ def crop_shard(shard: InputShard, detections: Sequence[RowDetection], settings: 
     by_row = {d.row: d for d in detections}
     outputs: dict[str, list[dict[str, bytes | str]]] = {p: [] for p in settings.packages}
     crops = ShardCrops(shard.path, shard.split, {}, [])
-    for row, sample in enumerate(read_shard_samples(shard, _MEMBERS)):
+    for row, sample in enumerate(iter_samples(shard, _MEMBERS)):
+        if isinstance(sample, Reject):  # a release's record without a readable image
+            crops.rejects.append(sample)
+            continue
         missing = RowDetection(row, None, 0.0, NO_DETECTION, "the detector returned nothing for this row")
         made = _crop_sample(sample, shard.split, by_row.get(row, missing), settings)
         if isinstance(made, Reject):
@@ -216,13 +195,12 @@ def crop_shard(shard: InputShard, detections: Sequence[RowDetection], settings: 
         for package, data in images.items():
             outputs[package].append(image_sample(box_row.processid, data, dna, metadata, targets))
     for package, samples in outputs.items():
-        crops.shards[package] = _write(join_url(settings.out, package, shard.path), samples)
+        crops.shards[package] = commit_tar(join_url(settings.out, package, shard.path), samples)
     record = {
         "digest": settings.digest(shard),
         "shards": {p: asdict(info) for p, info in crops.shards.items()},
         "boxes": [asdict(b) for b in crops.boxes],
         "rejects": [asdict(r) for r in crops.rejects],
     }
-    with open_url(journal_url(settings.out, shard), "wb") as out:
-        out.write(json.dumps(record, indent=1).encode())
+    write_journal(journal_url(settings.out, shard.path), record)
     return crops

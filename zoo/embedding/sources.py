@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -155,7 +155,11 @@ def read_label_rows(shard: InputShard, *, with_dna: bool) -> pa.Table:
     return pa.table(columns)
 
 
-def _payload_blocks(shard: InputShard, member: str, rows: np.ndarray) -> Iterator[pa.Table]:
+#: How a payload read task reads one unit of work: (unit, members) -> its samples in row order.
+SampleReader = Callable[[Any, frozenset[str]], Iterable[Mapping[str, Any]]]
+
+
+def _payload_blocks(shard: InputShard, member: str, rows: np.ndarray, read: SampleReader) -> Iterator[pa.Table]:
     wanted = set(rows.tolist())
     numbers: list[int] = []
     payloads: list[bytes] = []
@@ -170,7 +174,7 @@ def _payload_blocks(shard: InputShard, member: str, rows: np.ndarray) -> Iterato
             }
         )
 
-    for position, sample in enumerate(read_shard_samples(shard, frozenset({member}))):
+    for position, sample in enumerate(read(shard, frozenset({member}))):
         if position in wanted:
             numbers.append(position)
             payloads.append(sample[member])
@@ -183,10 +187,15 @@ def _payload_blocks(shard: InputShard, member: str, rows: np.ndarray) -> Iterato
 
 
 class ShardPayloads(Datasource):
-    """Ray Data source: one read task per input shard, yielding `{shard, row, payload}` for the rows asked for."""
+    """Ray Data source: one read task per input shard, yielding `{shard, row, payload}` for the rows asked for.
 
-    def __init__(self, work: Sequence[tuple[InputShard, np.ndarray]], member: str) -> None:
-        self._work, self._member = list(work), member
+    `read` reads a shard's samples (another job's units too, e.g. the crop job's planned shards of a release).
+    """
+
+    def __init__(
+        self, work: Sequence[tuple[InputShard, np.ndarray]], member: str, read: SampleReader = read_shard_samples
+    ) -> None:
+        self._work, self._member, self._read = list(work), member, read
 
     def estimate_inmemory_data_size(self) -> int | None:
         return None
@@ -199,9 +208,12 @@ class ShardPayloads(Datasource):
             meta = BlockMetadata(num_rows=len(rows), size_bytes=None, exec_stats=None, input_files=(shard.url,))
 
             def read(
-                shard: InputShard = shard, rows: np.ndarray = rows, member: str = self._member
+                shard: InputShard = shard,
+                rows: np.ndarray = rows,
+                member: str = self._member,
+                reader: SampleReader = self._read,
             ) -> Iterator[pa.Table]:
-                return _payload_blocks(shard, member, rows)
+                return _payload_blocks(shard, member, rows, reader)
 
             tasks.append(ReadTask(read, meta))
         return tasks
