@@ -15,7 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("jobs.verify_shards", "re-check a shard set against its manifest"),
     "stream": ("jobs.stream_shards", "stream a shard set and print throughput and a sample"),
     "pretrain-dna": ("jobs.pretrain_barcodebert", "pretrain BarcodeBERT on the DNA-only shards (Ray Train)"),
-    "crop": ("jobs.crop", "detect the insect in original shards and write cropped / cropped_256 shard sets (Ray)"),
+    "crop": ("jobs.crop", "detect the insect in original shards or a release tree, write cropped shard sets (Ray)"),
     "embed": ("jobs.embed", "embed a shard set with a zoo encoder into an embedding store (Ray Data)"),
     "index": ("jobs.build_index", "a FAISS index of an embedding store, tuned to a recall target (Ray shards)"),
     "search": ("jobs.search_index", "nearest neighbours of a query store's rows in an index (processids, scores)"),
