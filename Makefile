@@ -9,7 +9,7 @@ SAMPLES ?= 10000
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install test test-all demo bench simd lint clean
+.PHONY: install test test-all demo bench bench-quick simd lint clean
 
 install: $(STAMP)
 
@@ -42,8 +42,12 @@ demo: $(STAMP)
 	$(BIN)/bioscan-stream verify $(DEMO)/shards/cropped_256 $(DEMO)/shards/dna
 	$(BIN)/bioscan-stream stream $(DEMO)/shards/cropped_256 --split train --batches 0
 
+# Every benchmark, then the dashboard (benchmarks/README.md); `make bench-quick`: the subset that takes minutes.
 bench: $(STAMP)
-	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+	$(BIN)/bioscan-stream bench
+
+bench-quick: $(STAMP)
+	$(BIN)/bioscan-stream bench --quick
 
 # pillow-simd: a drop-in PIL with a 4-5x faster resize. Needs libjpeg/zlib headers; installed last because
 # anything that reinstalls `pillow` replaces it.
