@@ -3,12 +3,15 @@
 Writes a synthetic CSV with the 23 real columns and realistic row sizes (658-nt barcodes, ~780 bytes
 a row; built with pyarrow from pools of random values), then times in separate processes (so each peak
 RSS is its own): `read_metadata` full / projected (4 columns) / split-filtered (train), and the baseline
-`pandas.read_csv` with the official loader's dtypes (full and projected). Prints rows/s, peak RSS and the
-ratios, extrapolates to the real 5,150,850 rows, appends a JSON line to
-benchmarks/results/metadata_read.jsonl and draws benchmarks/figures/metadata_read_<rows>.png.
+`pandas.read_csv` with the official loader's dtypes (full and projected). `--repeats` rounds run every
+variant once each, in turns; the ratios are computed per round and reported as median and spread, and the
+per-variant figures are those of its median-time run. Prints rows/s, peak RSS and the ratios, extrapolates
+to the real 5,150,850 rows, appends a JSON line to benchmarks/results/metadata_read.jsonl and draws
+benchmarks/figures/metadata_read_<rows>.png.
 
     python benchmarks/bench_metadata_read.py                 # 1M rows (~0.8 GB CSV)
     python benchmarks/bench_metadata_read.py --rows 5150850  # the full release size (~4 GB CSV)
+    python benchmarks/bench_metadata_read.py --quick         # 200k rows: a smoke run
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
-from _results import append_result
+from _results import append_result, spread
 
 from bioscan_stream.constants import COLUMNS, SPLITS
 from bioscan_stream.metadata import read_metadata
@@ -167,6 +170,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rows", type=int, default=1_000_000, help=f"rows to generate ({FULL_ROWS:,} = real)")
     parser.add_argument("--csv", type=Path, help="use (or keep) this CSV instead of a temporary one")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of every variant (>= 3: median and spread)")
+    parser.add_argument("--quick", action="store_true", help="200,000 rows: a smoke run, not the headline")
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -180,28 +185,33 @@ def main(argv: list[str] | None = None) -> int:
         path = args.csv or Path(tmp) / "metadata.csv"
         if not path.exists():
             start = time.perf_counter()
-            write_csv(path, args.rows)
+            generated = 200_000 if args.quick else args.rows
+            write_csv(path, generated)
             gib = path.stat().st_size / 2**30
-            print(f"wrote {args.rows:,} rows, {gib:.2f} GiB in {time.perf_counter() - start:.0f} s")
+            print(f"wrote {generated:,} rows, {gib:.2f} GiB in {time.perf_counter() - start:.0f} s")
         rows = int(read_metadata(path, columns=["split"]).num_rows)
-        results = {v: measure(v, path) for v in args.variants}
+        rounds = [{v: measure(v, path) for v in args.variants} for _ in range(args.repeats)]
         size = path.stat().st_size
+    results = {
+        v: sorted((r[v] for r in rounds), key=lambda run: run["seconds"])[len(rounds) // 2] for v in args.variants
+    }
     report(results, rows)
     ratios = {
         arrow: {
-            "speedup_wall": results[pandas]["seconds"] / results[arrow]["seconds"],
-            "speedup_cpu": results[pandas]["cpu_seconds"] / results[arrow]["cpu_seconds"],
-            "memory_fraction": results[arrow]["extra_rss"] / max(results[pandas]["extra_rss"], 1),
+            "speedup_wall": spread([r[pandas]["seconds"] / r[arrow]["seconds"] for r in rounds]),
+            "speedup_cpu": spread([r[pandas]["cpu_seconds"] / r[arrow]["cpu_seconds"] for r in rounds]),
+            "memory_fraction": spread([r[arrow]["extra_rss"] / max(r[pandas]["extra_rss"], 1) for r in rounds]),
         }
         for arrow, pandas in (("arrow_full", "pandas_full"), ("arrow_projected", "pandas_projected"))
         if arrow in results and pandas in results
     }
     for name, r in ratios.items():
         print(
-            f"{name}: {r['speedup_wall']:.1f}x faster than pandas (wall), {r['speedup_cpu']:.1f}x (CPU), "
-            f"{r['memory_fraction']:.2f}x its memory above imports"
+            f"{name}: {r['speedup_wall']['median']:.1f}x faster than pandas (wall), {r['speedup_cpu']['median']:.1f}x"
+            f" (CPU), {r['memory_fraction']['median']:.2f}x its memory above imports (medians of {args.repeats} rounds)"
         )
     record = {
+        "quick": args.quick,
         "rows": rows,
         "csv_bytes": size,
         "results": results,

@@ -169,7 +169,7 @@ def lookup(record: Any, key: str) -> Any:
 
 def _machine(record: dict[str, Any]) -> tuple[str, str]:
     """('2 CPUs, Linux-...', 'load 3.1 -> 4.2') from whichever fields a line of its era has."""
-    machine = record.get("machine") if isinstance(record.get("machine"), dict) else {}
+    machine: dict[str, Any] = record["machine"] if isinstance(record.get("machine"), dict) else {}
     cpus = machine.get("cpus") or machine.get("cpu_count") or record.get("cpu_count", "?")
     platform = machine.get("platform") or (record["machine"] if isinstance(record.get("machine"), str) else "?")
     start_end = record.get("load_1min_start_end") or [record.get("load_1min_at_start"), record.get("load_1min_at_end")]
