@@ -247,11 +247,18 @@ def _image_plan(config: ConvertConfig, source: _Source, store: ImageReader) -> l
     return specs
 
 
+def _check_splits(splits: Sequence[str]) -> None:
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise ValueError(f"unknown split(s) {unknown}; expected some of {', '.join(SPLITS)}")
+
+
 def plan_release_images(config: ConvertConfig) -> tuple[_Source, list[ShardSpec]]:
     """The validated records of a 5M release and the image shard plan `convert_release(config)` follows.
 
     For jobs that read a release shard by shard as the converter would write it (the crop job).
     """
+    _check_splits(config.splits)
     source = _load(config)
     return source, _image_plan(config, source, ImageStore.open(config.root, config.package))
 
@@ -463,9 +470,7 @@ def convert_release(config: ConvertConfig) -> ConvertReport:
         InvalidRecordError: in strict mode, for the first record that would be rejected.
         FileNotFoundError: no metadata or no images of the package under the root.
     """
-    unknown = [s for s in config.splits if s not in SPLITS]
-    if unknown:
-        raise ValueError(f"unknown split(s) {unknown}; expected some of {', '.join(SPLITS)}")
+    _check_splits(config.splits)
     release_1m = is_release_1m(config.root)
     make_dna = config.dna and not release_1m and any(s in config.splits for s in DNA_SOURCE_SPLITS)
     if not config.images and not make_dna:

@@ -305,6 +305,8 @@ def test_bad_arguments_fail_clearly(originals: Path, tmp_path: Path, capsys: pyt
     assert "is a release root: name its images with --package original_full|original_256" in capsys.readouterr().err
     assert main([release, "--package", "original_256", "--out", out]) == 2
     assert "no images of package 'original_256'" in capsys.readouterr().err
+    assert main([release, "--package", "original_full", "--splits", "trian", "--out", out]) == 2
+    assert "unknown split(s) ['trian']" in capsys.readouterr().err
     assert not Path(out).exists()
 
 
