@@ -148,6 +148,9 @@ def test_a_release_tree_crops_like_its_converted_shards(
     again = crop_shards(_config(root, release_crops, package="original_256"))  # a rerun keeps every shard
     assert again.shards_written == 0 and again.shards_kept == len(list((release_crops / "_journal").glob("*.json")))
     assert _tree_bytes(release_crops) == before
+    (release_crops / "cropped" / "train" / "train-000001.tar").unlink()  # a lost output: only its shard is redone
+    again = crop_shards(_config(root, release_crops, package="original_256"))
+    assert again.shards_written == 1 and _tree_bytes(release_crops) == before
 
 
 def test_a_release_read_from_its_zip_crops_like_its_tree(

@@ -28,7 +28,7 @@ from bioscan_stream.schema import DNA, IMAGE, METADATA, TARGETS
 from bioscan_stream.shards.tarwriter import ShardInfo
 from bioscan_stream.shards.writer import commit_tar, image_sample, journal_url, read_journal, sha256_url, write_journal
 from bioscan_stream.sizes import size_fields
-from bioscan_stream.storage import join_url
+from bioscan_stream.storage import join_url, url_exists
 from bioscan_stream.synth.images import encode_jpeg
 from bioscan_stream.validate import BOX_OUTSIDE_IMAGE, NO_DETECTION, UNREADABLE_IMAGE, Reject
 from zoo.cropping.inputs import iter_samples
@@ -165,7 +165,8 @@ def reuse_shard(shard: InputShard, settings: CropSettings) -> ShardCrops | None:
         return None
     if record.get("digest") != settings.digest(shard) or sorted(infos) != sorted(settings.packages):
         return None
-    if any(sha256_url(join_url(settings.out, p, shard.path)) != infos[p].sha256 for p in infos):
+    tars = {p: join_url(settings.out, p, shard.path) for p in infos}
+    if any(not url_exists(url) or sha256_url(url) != infos[p].sha256 for p, url in tars.items()):
         return None
     crops.reused = True
     return crops
