@@ -182,6 +182,7 @@ class _EmbedActor:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device)
         self.batch_size = config.batch_size
+        self.out_dtype = np.dtype(config.dtype)  # cast here: half the bytes back to the driver for float16
         dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
         self.autocast = dtypes.get(config.precision) if self.device.type == "cuda" else None
 
@@ -203,7 +204,7 @@ class _EmbedActor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok = batch["reject"] == ""
         inputs = {k.removeprefix(_INPUT): v[ok] for k, v in batch.items() if k.startswith(_INPUT)}
-        embedding = np.zeros((len(ok), self.model.embed_dim), np.float32)
+        embedding = np.zeros((len(ok), self.model.embed_dim), self.out_dtype)
         start = time.perf_counter()
         if ok.any():
             embedding[ok] = self._forward(inputs)
@@ -285,7 +286,7 @@ class _Assembler:
         for number in np.unique(shards).tolist():
             pick = shards == number
             if number not in self.vectors:
-                self.vectors[number] = np.zeros((self.plans[number].info.samples, self.dim), np.float32)
+                self.vectors[number] = np.zeros((self.plans[number].info.samples, self.dim), self.config.dtype)
             self.vectors[number][rows[pick]] = batch["embedding"][pick]
             for row, reason in zip(rows[pick].tolist(), batch["reject"][pick].tolist(), strict=True):
                 if reason:
@@ -307,7 +308,7 @@ class _Assembler:
             if reason:
                 reasons[row] = reason
         keep = np.array([r not in reasons for r in range(len(owner))], dtype=bool)
-        vectors = np.zeros((int(keep.sum()), self.dim), np.float32)
+        vectors = np.zeros((int(keep.sum()), self.dim), self.config.dtype)
         for unit in plan.needs:
             mine = owner[keep, 0] == unit
             vectors[mine] = self.vectors[unit][owner[keep][mine, 1]]
