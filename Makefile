@@ -5,7 +5,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DEMO    ?= demo
-SAMPLES ?= 10000
+PIPELINE ?= zoo/pipeline_configs/demo.toml
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
@@ -34,13 +34,11 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
-# The main job end to end on the embedded default: a synthetic release -> Ray conversion -> streamed batches.
+# Every stage on the embedded default config (zoo/pipeline_configs/demo.toml; paths under demo/): a synthetic
+# release -> Ray conversion -> classical crop -> small BarcodeBERT -> image / DNA / k-mer embeddings -> index ->
+# retrieval + clustering -> demo/report/index.html. A rerun skips the finished stages (docs/pipeline.md).
 demo: $(STAMP)
-	$(BIN)/bioscan-stream synth $(DEMO)/release --samples $(SAMPLES) --seed 0 --packages cropped_256
-	$(BIN)/bioscan-stream stats $(DEMO)/release --out $(DEMO)/stats
-	$(BIN)/bioscan-stream shards $(DEMO)/release $(DEMO)/shards --package cropped_256 --shard-size 16MB
-	$(BIN)/bioscan-stream verify $(DEMO)/shards/cropped_256 $(DEMO)/shards/dna
-	$(BIN)/bioscan-stream stream $(DEMO)/shards/cropped_256 --split train --batches 0
+	$(BIN)/bioscan-stream pipeline $(PIPELINE)
 
 # Every benchmark, then the dashboard (benchmarks/README.md); `make bench-quick`: the subset that takes minutes.
 bench: $(STAMP)
