@@ -46,7 +46,7 @@ from zoo.tasks.mlm_task import MlmTask, mask_kmers, tokenize_for_training
 from zoo.tasks.pretrain_loop import PretrainConfig, train_worker
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _results import append_result  # noqa: E402
+from _results import MIN_RUNS, append_result, spread  # noqa: E402
 from bench_tokenizer import barcodes, baseline_encode  # noqa: E402  (the same per-sequence baseline)
 
 #: Self-time ops that are matrix products (the FLOPs both loops share).
@@ -289,6 +289,10 @@ def measure(name: str, seqs: list[str], args: argparse.Namespace) -> dict[str, A
         if key != "reference":
             best = row[key]["best"]
             row[f"ratio_{key}"] = {m: best[m] / ref[m] for m in ("samples_per_s", "samples_per_cpu_s", "tokens_per_s")}
+    for key in variants:
+        if key != "reference" and args.rounds >= MIN_RUNS:  # rounds alternate: each pair saw the same load
+            pairs = zip(runs[key], runs["reference"], strict=True)
+            row[f"ratio_{key}_rounds"] = spread([run["samples_per_s"] / base["samples_per_s"] for run, base in pairs])
     if args.profile_steps:
         row["profile"] = profile_both(name, seqs, batch=args.batch, steps=args.profile_steps)
     return row

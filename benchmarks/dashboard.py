@@ -110,7 +110,7 @@ HEADLINES: tuple[Headline, ...] = (
     ),
     Headline(
         "barcodebert_train",
-        "results.model=barcodebert_4_4_4.ratio_ours.samples_per_s",
+        "results.model=barcodebert_4_4_4.ratio_ours_rounds",
         "BarcodeBERT pretraining step",
         "reference-style loop",
         2.0,
