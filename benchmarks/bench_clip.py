@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     record["ratio_median"] = rates["ours"]["median"] / rates["reference"]["median"]
     if args.rounds >= MIN_RUNS:  # rounds alternate: each pair of rates saw the same load
         per_round = zip(rates["reference"]["rounds"], rates["ours"]["rounds"], strict=True)
-        record["ratio"] = spread([ours / reference for reference, ours in per_round])
+        record["ratio"] = spread([mine / theirs for theirs, mine in per_round])
     record["ratio_cpu"] = rates["ours"]["per_cpu_s_best"] / rates["reference"]["per_cpu_s_best"]
     record["load_after"] = os.getloadavg()[0]
     print(f"clip_small CPU, batch {args.batch}, {args.threads} thread(s), load {record['load_before']:.1f}: "
