@@ -19,10 +19,13 @@ class RayHead(NamedTuple):
     env: dict[str, str]
 
     def submit(
-        self, command: list[str], *, working_dir: Path, timeout: float = 240
+        self, command: list[str], *, working_dir: Path, timeout: float = 240, env_vars: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """`ray job submit --working-dir DIR -- COMMAND`; waits for the job and returns its output."""
-        excludes = json.dumps({"excludes": list(SUBMIT_EXCLUDES)})
+        """`ray job submit --working-dir DIR -- COMMAND`; waits for the job and returns its output.
+
+        `env_vars` go into the job's runtime environment (the driver and its tasks; the CLI does not forward its own).
+        """
+        excludes = json.dumps({"excludes": list(SUBMIT_EXCLUDES), "env_vars": env_vars or {}})
         args = [str(Path(sys.executable).parent / "ray"), "job", "submit", f"--address={self.address}"]
         args += ["--working-dir", str(working_dir), "--runtime-env-json", excludes]
         return subprocess.run(
