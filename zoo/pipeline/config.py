@@ -133,10 +133,14 @@ class EmbedStage:
 
 @dataclass(frozen=True)
 class IndexStage:
-    """A FAISS index of the store of embed stage `store` (`zoo.indices.run_build`)."""
+    """A FAISS index of the store of embed stage `store` (`zoo.indices.run_build`); `splits` empty: all.
+
+    An index that retrieval searches holds the key splits only (`train`, `key_unseen`).
+    """
 
     store: str
     out: str
+    splits: tuple[str, ...] = ()
     factory: str = "auto"
     recall_target: float = 0.95
     k: int = 10
@@ -212,7 +216,6 @@ _SINGLE: dict[str, type] = {
     "report": ReportStage,
 }
 _NAMED: dict[str, type] = {"embed": EmbedStage, "index": IndexStage}
-_SETTINGS = ("state", "ray_address", "num_cpus")
 
 
 def _type_name(value: Any) -> str:
@@ -277,9 +280,8 @@ def _check_splits(where: str, splits: tuple[str, ...]) -> None:
 
 def _check_references(config: PipelineConfig, where: str) -> None:
     """Names that point at other stages exist, splits are known, outputs only local jobs write are local."""
-    for name, stage in [(n, getattr(config, n)) for n in ("shards", "crop", "clustering")] + [
-        (f"embed.{n}", e) for n, e in config.embed.items()
-    ]:
+    named = [(f"embed.{n}", s) for n, s in config.embed.items()] + [(f"index.{n}", s) for n, s in config.index.items()]
+    for name, stage in [(n, getattr(config, n)) for n in ("shards", "crop", "clustering")] + named:
         if stage is not None:
             _check_splits(f"{where}: [{name}]", stage.splits)
     if config.synth:
@@ -307,6 +309,15 @@ def _check_references(config: PipelineConfig, where: str) -> None:
                 raise ConfigError(f"{where}: [retrieval] key 'indices' names no [index.{index_name}] stage")
 
 
+@dataclass(frozen=True)
+class _Settings:
+    """The `[pipeline]` table (see `PipelineConfig`)."""
+
+    state: str
+    ray_address: str = ""
+    num_cpus: int = 0
+
+
 def parse_config(data: dict[str, Any], source: str) -> PipelineConfig:
     """A `PipelineConfig` from parsed TOML; `source` names the file in messages."""
     unknown = sorted(set(data) - set(STAGE_ORDER) - {"pipeline"})
@@ -315,10 +326,8 @@ def parse_config(data: dict[str, Any], source: str) -> PipelineConfig:
     settings = data.get("pipeline")
     if settings is None:
         raise ConfigError(f"{source}: missing table [pipeline] (key 'state': folder of the stage records)")
-    values: dict[str, Any] = {"source": source}
-    hints = typing.get_type_hints(PipelineConfig)
     pipeline = _build(_Settings, f"{source}: [pipeline]", settings)
-    values.update((key, getattr(pipeline, key)) for key in _SETTINGS)
+    values: dict[str, Any] = {"source": source, **dataclasses.asdict(pipeline)}
     for name, cls in _SINGLE.items():
         if name in data:
             values[name] = _build(cls, f"{source}: [{name}]", data[name])
@@ -327,17 +336,9 @@ def parse_config(data: dict[str, Any], source: str) -> PipelineConfig:
         if not isinstance(tables, dict):
             raise ConfigError(f"{source}: [{name}] must hold named tables such as [{name}.dna]")
         values[name] = {key: _build(cls, f"{source}: [{name}.{key}]", table) for key, table in tables.items()}
-    assert set(values) <= set(hints)
     config = PipelineConfig(**values)
     _check_references(config, source)
     return config
-
-
-@dataclass(frozen=True)
-class _Settings:
-    state: str
-    ray_address: str = ""
-    num_cpus: int = 0
 
 
 def load_config(path: str | Path) -> PipelineConfig:

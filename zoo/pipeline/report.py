@@ -31,7 +31,8 @@ def report_inputs(config: PipelineConfig, steps: list[str]) -> tuple[str, ...]:
 
 
 def _inline(text: str) -> str:
-    return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(text))
+    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(text))
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
 
 
 def markdown_to_html(markdown: str) -> str:

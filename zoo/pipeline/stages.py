@@ -157,9 +157,9 @@ def _index(stage: IndexStage, store: str, run: RunSettings) -> tuple[int, str]:
     from zoo.indices import IndexConfig, run_build
 
     config = IndexConfig(
-        store=store, out=stage.out, factory=stage.factory, recall_target=stage.recall_target, k=stage.k,
-        num_queries=stage.num_queries, num_shards=stage.num_shards, seed=stage.seed, ray_address=run.ray_address,
-        num_cpus=run.num_cpus,
+        store=store, out=stage.out, splits=stage.splits or None, factory=stage.factory, k=stage.k,
+        recall_target=stage.recall_target, num_queries=stage.num_queries, num_shards=stage.num_shards, seed=stage.seed,
+        ray_address=run.ray_address, num_cpus=run.num_cpus,
     )  # fmt: skip
     run_build(config)
     return int(read_store_index(store)["totals"]["rows"]), "vectors"
