@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import importlib
 import sys
+from collections.abc import Iterator
+from typing import NoReturn
 
 #: subcommand -> (job module, one-line help). Modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -28,6 +32,37 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+#: What jobs raise for input they cannot use (a missing path, an unknown split or model name, a bad value): the
+#: dispatcher prints it as one line that names the problem. Other exceptions are bugs and keep their traceback.
+_INPUT_ERRORS = (OSError, ValueError, KeyError)
+
+
+def _one_line(error: BaseException) -> str:
+    """The message of an input error on one line (a Ray task error carries its cause; KeyError quotes its text)."""
+    error = getattr(error, "cause", None) or error
+    if isinstance(error, OSError) and error.filename and error.strerror:  # "[Errno 20] Not a directory: '...'"
+        return f"{error.filename}: {error.strerror.lower()} (check the path)"
+    text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return "; ".join(lines) or type(error).__name__
+
+
+def _argparse_error(parser: argparse.ArgumentParser, message: str) -> NoReturn:
+    parser.exit(2, f"{parser.prog}: {message} (`{parser.prog} --help` lists the options)\n")
+
+
+@contextlib.contextmanager
+def _one_line_usage_errors() -> Iterator[None]:
+    """argparse errors as one line (its default prints the whole usage block first); restored afterwards, since
+    the jobs also run in-process (tests, `python -m jobs.<module>`)."""
+    default = argparse.ArgumentParser.error
+    argparse.ArgumentParser.error = _argparse_error  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        argparse.ArgumentParser.error = default  # type: ignore[method-assign]
+
+
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: bioscan-stream COMMAND [ARGS...]", "", "commands:"]
@@ -46,7 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bioscan-stream: unknown command {argv[0]!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[argv[0]][0])
-    return int(module.main(argv[1:]) or 0)
+    try:
+        with _one_line_usage_errors():
+            return int(module.main(argv[1:]) or 0)
+    except _INPUT_ERRORS as error:
+        print(f"bioscan-stream {argv[0]}: {_one_line(error)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bioscan_stream.ray_runtime import ray_runtime
+from bioscan_stream.stream.shardlists import resolve_shards
 from zoo._factory import parse_overrides
 from zoo.models.clip import RECIPES
 from zoo.tasks.clip_loop import ClipTrainConfig, make_clip_shards, train_worker
@@ -56,6 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def _shards(args: argparse.Namespace) -> str:
     """The shard set: as given, or a synthetic release's photos converted once into OUTPUT/synthetic."""
     if not args.synthetic:
+        resolve_shards(str(args.shards), args.split)  # a wrong folder fails here, not in a Ray Train worker
         return str(args.shards)
     folder = Path(args.output).resolve() / "synthetic"
     ready = folder / "shards" / "cropped_256" / "index.json"

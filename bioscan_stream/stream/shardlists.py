@@ -141,7 +141,8 @@ def _from_manifest(base: str, split: str) -> list[Shard] | None:
     index = json.loads(read_bytes(index_url))
     entries = _manifest_entries(index, split)
     if entries is None:
-        raise KeyError(f"{index_url}: no split {split!r} in the manifest")
+        known = ", ".join(index.get("splits") or index.get("shards") or []) if isinstance(index, dict) else ""
+        raise KeyError(f"{index_url}: no split {split!r} in the manifest; its splits: {known or 'none'}")
     shards = []
     for entry in entries:
         name = str(entry.get("path") or entry.get("name") or entry["url"])
@@ -204,7 +205,10 @@ def resolve_shards(
     if shards is None:
         shards = [Shard(u) for u in list_urls(join_url(url, split), suffix=_SHARD_SUFFIX)]
     if not shards:
-        raise FileNotFoundError(f"{url}: no shards for split {split!r}")
+        raise FileNotFoundError(
+            f"{url}: no shards for split {split!r} (no {INDEX_FILE}, no {split}/*{_SHARD_SUFFIX}): give a shard-set "
+            "folder that `bioscan-stream shards` wrote, e.g. OUT/cropped_256 or OUT/dna"
+        )
     return shards
 
 

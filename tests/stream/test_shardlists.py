@@ -73,7 +73,7 @@ def test_resolve_manifest_listing_pattern_and_pipe(tmp_path: Path, make_shard_se
     assert [s.url for s in resolve_shards("pipe:cat a-{0..1}.tar")] == ["pipe:cat a-0.tar", "pipe:cat a-1.tar"]
     with pytest.raises(FileNotFoundError, match="val"):
         resolve_shards(str(tmp_path / "b"), "val")
-    with pytest.raises(KeyError, match="val"):
+    with pytest.raises(KeyError, match="no split 'val' in the manifest; its splits: train"):
         resolve_shards(str(tmp_path / "a"), "val")
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from bioscan_stream.schema import DNA_SPLIT
 from bioscan_stream.stream import BioscanStream
+from bioscan_stream.stream.shardlists import resolve_shards
 
 __all__ = ["ListSource", "SequenceSource", "StreamSource"]
 
@@ -53,6 +54,9 @@ class StreamSource:
     split: str = DNA_SPLIT
     seed: int = 0
     shuffle_buffer: int = 1000
+
+    def __post_init__(self) -> None:
+        resolve_shards(self.url, self.split)  # a wrong folder fails where the source is made, not in a Ray worker
 
     def _stream(self, rank: int, world_size: int) -> BioscanStream:
         return BioscanStream(
