@@ -47,6 +47,7 @@ class TreeCpu(threading.Thread):
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.seen: dict[int, float] = {}
+        self.kinds: dict[int, str] = {}
         self.done = threading.Event()
 
     def sample(self) -> None:
@@ -54,8 +55,17 @@ class TreeCpu(threading.Thread):
             try:
                 times = child.cpu_times()
                 self.seen[child.pid] = times.user + times.system
+                if child.pid not in self.kinds:
+                    self.kinds[child.pid] = _process_kind(child)
             except psutil.NoSuchProcess:
                 continue
+
+    def seconds_by_kind(self) -> dict[str, float]:
+        """CPU seconds per kind of process: Ray workers (task and actor processes) and each daemon by name."""
+        totals: dict[str, float] = {}
+        for pid, seconds in self.seen.items():
+            totals[self.kinds[pid]] = totals.get(self.kinds[pid], 0.0) + seconds
+        return totals
 
     def run(self) -> None:
         while not self.done.wait(0.25):
@@ -63,6 +73,13 @@ class TreeCpu(threading.Thread):
 
     def seconds(self) -> float:
         return sum(self.seen.values())
+
+
+def _process_kind(process: psutil.Process) -> str:
+    """ "ray_workers" for Ray's task/actor processes (titled `ray::...`, or still the default worker script), else
+    the process name (raylet, gcs_server, python for Ray's agents)."""
+    command = " ".join(process.cmdline()[:2])
+    return "ray_workers" if command.startswith("ray::") or "default_worker.py" in command else process.name()
 
 
 def machine_info() -> dict[str, Any]:

@@ -124,8 +124,9 @@ def _config(root: Path, out: Path, workers: int) -> ConvertConfig:
 
 def convert_seconds(
     root: Path, warm: Path, out: Path, workers: int, profile: Path | None = None
-) -> tuple[float, float]:
-    """Wall and CPU seconds of `convert_release` on a started local Ray with `workers` CPUs, warmed first.
+) -> tuple[float, float, dict[str, float]]:
+    """Wall and CPU seconds of `convert_release` on a started local Ray with `workers` CPUs, warmed first, and
+    the CPU seconds per kind of process (driver, Ray workers, raylet, GCS, agents).
 
     Warm-up excludes once-per-worker costs (process start, imports, pyarrow's lazy kernel set-up: 0.3-1 s
     per worker here), which vanish on the 5M-record release but would dominate a few-thousand-record run.
@@ -137,7 +138,8 @@ def convert_seconds(
     try:
         convert_release(_config(warm, out.with_name(out.name + "-warm"), workers))
         tree.sample()
-        cpu, start = tree.seconds() + process_cpu(), time.perf_counter()
+        before, driver = tree.seconds_by_kind(), process_cpu()
+        cpu, start = tree.seconds() + driver, time.perf_counter()
         tree.start()
         profiler = cProfile.Profile() if profile else None
         if profiler:
@@ -150,7 +152,8 @@ def convert_seconds(
         tree.done.set()
         tree.join()
         tree.sample()
-        return seconds, tree.seconds() + process_cpu() - cpu
+        by_kind = {kind: round(value - before.get(kind, 0.0), 2) for kind, value in tree.seconds_by_kind().items()}
+        return seconds, tree.seconds() + process_cpu() - cpu, by_kind | {"driver": round(process_cpu() - driver, 2)}
     finally:
         tree.done.set()
         ray.shutdown()
@@ -188,16 +191,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _timed(run: Callable[[], tuple[float, float]]) -> tuple[float, float, list[float]]:
-    """(wall s, CPU s, [load before, load after]) of one run."""
+_Run = tuple[float, float, list[float], dict[str, float]]
+
+
+def _timed(run: Callable[[], tuple[float, float, dict[str, float]]]) -> _Run:
+    """(wall s, CPU s, [load before, load after], CPU s per kind of process) of one run."""
     before = load_1min()
-    wall, cpu = run()
-    return wall, cpu, [before, load_1min()]
+    wall, cpu, by_kind = run()
+    return wall, cpu, [before, load_1min()], by_kind
 
 
-def _raw_run(paths: list[Path], out: Path, *, durable: bool) -> tuple[float, float]:
+def _raw_run(paths: list[Path], out: Path, *, durable: bool) -> tuple[float, float, dict[str, float]]:
     cpu = process_cpu()
-    return raw_limit(paths, out, durable=durable), process_cpu() - cpu
+    seconds = raw_limit(paths, out, durable=durable)
+    cpu = process_cpu() - cpu
+    return seconds, cpu, {"driver": round(cpu, 2)}
 
 
 def measure(samples: int, repeats: int, tmp: str | None, profile: bool) -> dict[str, Any]:
@@ -208,27 +216,26 @@ def measure(samples: int, repeats: int, tmp: str | None, profile: bool) -> dict[
         paths = write_source(release, samples)
         write_source(warm, 64, seed=1)
         image_mb = sum(p.stat().st_size for p in paths) / 1e6
-        variants: dict[str, Callable[[], tuple[float, float]]] = {
+        variants: dict[str, Callable[[], tuple[float, float, dict[str, float]]]] = {
             "raw": lambda: _raw_run(paths, scratch / "raw.tar", durable=False),
             "raw_fsync": lambda: _raw_run(paths, scratch / "raw.tar", durable=True),
             "1": lambda: convert_seconds(release, warm, scratch / "out1", 1),
             "2": lambda: convert_seconds(release, warm, scratch / "out2", 2),
         }
-        runs: dict[str, list[tuple[float, float, list[float]]]] = {name: [] for name in variants}
+        runs: dict[str, list[_Run]] = {name: [] for name in variants}
         for round_ in range(repeats):
             for name, run in variants.items():
                 runs[name].append(_timed(run))
-                print(f"round {round_ + 1}/{repeats} {name}: {runs[name][-1][0]:.1f} s wall, "
-                      f"{runs[name][-1][1]:.1f} s CPU, load {runs[name][-1][2]}", flush=True)  # fmt: skip
+                wall, cpu, load, by_kind = runs[name][-1]
+                print(f"round {round_ + 1}/{repeats} {name}: {wall:.1f} s wall, {cpu:.1f} s CPU {by_kind}, "
+                      f"load {load}", flush=True)  # fmt: skip
         phases = profile_phases(release, warm, scratch, paths) if profile else None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return _summarise(runs, samples, image_mb) | ({"profile": phases} if phases else {})
 
 
-def _summarise(
-    runs: dict[str, list[tuple[float, float, list[float]]]], samples: int, image_mb: float
-) -> dict[str, Any]:
+def _summarise(runs: dict[str, list[_Run]], samples: int, image_mb: float) -> dict[str, Any]:
     """Per-variant spreads of wall and CPU seconds; per-round ratios, each as a spread."""
     wall = {name: [r[0] for r in rs] for name, rs in runs.items()}
     cpu = {name: [r[1] for r in rs] for name, rs in runs.items()}
@@ -244,6 +251,7 @@ def _summarise(
         "image_mb": round(image_mb, 1),
         "seconds": {name: spread(values, loads=[r[2] for r in runs[name]]) for name, values in wall.items()},
         "cpu_seconds": {name: spread(values) for name, values in cpu.items()},
+        "cpu_seconds_by_process": {name: [r[3] for r in rs] for name, rs in runs.items()},
         "samples_per_s": {name: samples / value for name, value in median.items()},
         "ratio_per_worker_vs_raw": per_worker("raw", wall),
         "ratio_per_worker_vs_raw_fsync": per_worker("raw_fsync", wall),
@@ -328,7 +336,7 @@ def profile_phases(release: Path, warm: Path, scratch: Path, paths: list[Path]) 
     """Where a conversion's time goes: the driver's serial phases (cProfile of a 1-worker conversion) and one
     shard's task body, beside the wall time of that conversion."""
     driver_profile = scratch / "driver.prof"
-    wall, _ = convert_seconds(release, warm, scratch / "outp", 1, profile=driver_profile)
+    wall, _, _ = convert_seconds(release, warm, scratch / "outp", 1, profile=driver_profile)
     stats = pstats.Stats(str(driver_profile))
     convert = "shards/convert.py"
     images = _cumulative(stats, convert, "_convert_images")
