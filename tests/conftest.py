@@ -31,8 +31,7 @@ def shared_fixtures() -> Path:
     return path
 
 
-#: Records of the session's synthetic release (all 8 splits need 10-20k; see the README section
-#: "The synthetic BIOSCAN-5M release").
+#: Records of the session's synthetic release (all 8 splits need 10-20k; see docs/synthetic.md).
 SYNTH_SAMPLES = 20_000
 
 

@@ -139,7 +139,7 @@ def test_pretraining_and_probes_on_the_100k_synthetic_release(probes_100k: dict[
 @pytest.mark.xfail(
     strict=True,
     reason="acceptance item not met: on realistic synthetic reads a 600-step 4-2-2 MLM does not beat random "
-    "init on the genus of unseen species (README, BarcodeBERT section)",
+    "init on the genus of unseen species (docs/models.md, BarcodeBERT section)",
 )
 def test_pretraining_beats_random_init_on_synthetic_unseen_species(probes_100k: dict[str, Any]) -> None:
     """The acceptance item: the pretrained model beats the better of two random inits by 5 points (micro and
