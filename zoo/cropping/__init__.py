@@ -1,6 +1,7 @@
-"""Cropping at scale: the Ray crop job (original shards -> detector -> `cropped` / `cropped_256` shard sets).
+"""Cropping at scale: the Ray crop job (original shards or a release -> detector -> `cropped` / `cropped_256` shards).
 
 report = crop_shards(CropConfig("OUT/original_full", "OUT", detector="classical", preset="bioscan5m"))
+report = crop_shards(CropConfig("RELEASE", "OUT", package="original_full"))   # a release tree / zips, no shards
 boxes = read_bbox("OUT/BIOSCAN_5M_Insect_bbox.tsv")   # bioscan_stream.metadata: the official bbox columns
 """
 
