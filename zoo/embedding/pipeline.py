@@ -41,7 +41,16 @@ from bioscan_stream.ray_runtime import ray_runtime
 from bioscan_stream.shards.manifest import library_versions
 from bioscan_stream.storage import join_url, list_urls, open_url, remove_url, url_exists
 from zoo._factory import create_model
-from zoo.embedding.sources import DIGEST, EMPTY, InputShard, ShardPayloads, list_input_shards, read_label_rows
+from zoo.embedding.sources import (
+    DIGEST,
+    EMPTY,
+    PAYLOAD,
+    InputShard,
+    PayloadsInObjectStore,
+    ShardPayloads,
+    list_input_shards,
+    read_label_rows,
+)
 from zoo.embedding.store import (
     INDEX_FILE,
     REJECTS_FILE,
@@ -225,9 +234,20 @@ class _Shard:
     needs: set[int]
 
 
-def _label_tables(config: EmbedConfig, pending: list[InputShard], with_dna: bool) -> list[pa.Table]:
-    task: Any = ray.remote(read_label_rows).options(num_cpus=1, runtime_env=config.runtime_env)  # type: ignore[arg-type]
-    return list(ray.get([task.remote(shard, with_dna=with_dna) for shard in pending]))
+def _labels_and_payloads(shard: InputShard, with_dna: bool) -> tuple[pa.Table, pa.Table | None]:
+    """A label task's two returns: labels for the driver, and (DNA) the barcodes, left in the object store."""
+    table = read_label_rows(shard, with_dna=with_dna)
+    if not with_dna:
+        return table, None
+    return table.drop_columns([PAYLOAD]), table.select([PAYLOAD])
+
+
+def _label_tables(config: EmbedConfig, pending: list[InputShard], with_dna: bool) -> tuple[list[pa.Table], dict]:
+    """Every pending shard's label table, and (DNA) object refs of its barcodes by shard number."""
+    task: Any = ray.remote(_labels_and_payloads).options(num_cpus=1, num_returns=2, runtime_env=config.runtime_env)  # type: ignore[call-overload]
+    refs = [task.remote(shard, with_dna) for shard in pending]
+    tables = list(ray.get([labels for labels, _ in refs]))
+    return tables, ({s.number: payloads for s, (_, payloads) in zip(pending, refs, strict=True)} if with_dna else {})
 
 
 def _plan_rows(pending: list[InputShard], tables: list[pa.Table], dedup: bool) -> list[_Shard]:
@@ -338,15 +358,22 @@ class _Assembler:
                 self.vectors.pop(unit, None)
 
 
-def _run_pipeline(config: EmbedConfig, model: Any, assembler: _Assembler) -> int:
-    """Ray Data over the shards' first-occurrence rows; returns the rows that went through the model."""
+def _run_pipeline(config: EmbedConfig, model: Any, assembler: _Assembler, payloads: dict) -> int:
+    """Ray Data over the shards' first-occurrence rows; returns the rows that went through the model.
+
+    `payloads` (DNA): the label pass's barcodes in the object store, read instead of the shards a second time.
+    """
     work = [(p.info, p.sent) for p in assembler.plans.values() if len(p.sent)]
     assembler.start()
     if not work:
         return 0
     ray.data.DataContext.get_current().enable_progress_bars = config.progress
     gpus = config.num_gpus if config.num_gpus is not None else (1.0 if ray.cluster_resources().get("GPU") else 0.0)
-    source = ShardPayloads(work, model.input_member)
+    source = (
+        ShardPayloads(work, model.input_member, PayloadsInObjectStore(payloads, model.input_member))
+        if payloads
+        else ShardPayloads(work, model.input_member)
+    )
     ds = ray.data.read_datasource(source, override_num_blocks=len(work), runtime_env=config.runtime_env)
     # Its own CPU tasks: the memory request differs from the actors' remote args, which keeps Ray from fusing
     # the decode into the model actors (that would serialise decoding with the forward passes).
@@ -461,10 +488,11 @@ def embed_shards(config: EmbedConfig) -> EmbedReport:
     pending = [s for s in shards if s.number not in files]
     report.files_kept = len(files)
     with ray_runtime(config.ray_address, num_cpus=config.num_cpus):
-        tables = _label_tables(config, pending, with_dna=model.modality == "dna")
+        tables, payloads = _label_tables(config, pending, with_dna=model.modality == "dna")
         report.seconds["labels"] = time.perf_counter() - clock
         assembler = _Assembler(config, _plan_rows(pending, tables, config.dedup), digest, model.embed_dim)
-        report.forward_rows = _run_pipeline(config, model, assembler)
+        report.forward_rows = _run_pipeline(config, model, assembler, payloads)
+        del payloads  # the barcodes leave the object store
     report.seconds["embed"] = time.perf_counter() - clock - report.seconds["labels"]
     report.seconds["forward"] = assembler.forward_seconds
     files.update({s.number: f for s, f in zip(pending, _in_order(assembler, pending), strict=True)})

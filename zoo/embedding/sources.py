@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
+import ray
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
@@ -30,7 +31,14 @@ from bioscan_stream.storage import join_url, open_url, read_bytes
 from bioscan_stream.stream.tarreader import CorruptShardError, TarFormatError, iter_tar_samples
 from zoo.embedding.store import LABEL_CODE_COLUMNS
 
-__all__ = ["InputShard", "ShardPayloads", "list_input_shards", "read_label_rows", "read_shard_samples"]
+__all__ = [
+    "InputShard",
+    "PayloadsInObjectStore",
+    "ShardPayloads",
+    "list_input_shards",
+    "read_label_rows",
+    "read_shard_samples",
+]
 
 #: A payload read task yields a block at whichever comes first: ~8 MB of payload (~280 JPEGs of ~29 KB) or
 #: 4,096 rows (~2.7 MB of barcodes); fewer, larger blocks keep Ray Data's per-block overhead off cheap models.
@@ -38,6 +46,7 @@ BLOCK_BYTES = 8 << 20
 BLOCK_ROWS = 4096
 DIGEST = "_digest"
 EMPTY = "_empty"
+PAYLOAD = "_payload"
 
 
 @dataclass(frozen=True)
@@ -130,13 +139,14 @@ def _label_columns(metadata: list[bytes], targets: list[bytes]) -> dict[str, pa.
 
 
 def read_label_rows(shard: InputShard, *, with_dna: bool) -> pa.Table:
-    """The store's non-embedding columns of every sample of `shard` (+ barcode digest and emptiness for DNA)."""
+    """The store's non-embedding columns of every sample of `shard` (+ for DNA: barcode digest, emptiness, bytes)."""
     members = frozenset({METADATA, TARGETS} | ({DNA} if with_dna else set()))
     keys: list[str] = []
     metadata: list[bytes] = []
     targets: list[bytes] = []
     digests: list[bytes] = []
     empty: list[bool] = []
+    barcodes: list[bytes] = []
     for sample in read_shard_samples(shard, members):
         keys.append(sample["__key__"])
         metadata.append(sample[METADATA])
@@ -144,6 +154,7 @@ def read_label_rows(shard: InputShard, *, with_dna: bool) -> pa.Table:
         if with_dna:
             digests.append(hashlib.blake2b(sample[DNA], digest_size=16).digest())
             empty.append(not sample[DNA].strip())
+            barcodes.append(sample[DNA])
     columns = {"processid": pa.array(keys, pa.string()), "split": pa.array([shard.split] * len(keys), pa.string())}
     try:
         columns.update(_label_columns(metadata, targets))
@@ -152,6 +163,7 @@ def read_label_rows(shard: InputShard, *, with_dna: bool) -> pa.Table:
     if with_dna:
         columns[DIGEST] = pa.array(digests, pa.binary(16))
         columns[EMPTY] = pa.array(empty, pa.bool_())
+        columns[PAYLOAD] = pa.array(barcodes, pa.binary())
     return pa.table(columns)
 
 
@@ -184,6 +196,22 @@ def _payload_blocks(shard: InputShard, member: str, rows: np.ndarray, read: Samp
                 numbers, payloads, size = [], [], 0
     if numbers:
         yield block()
+
+
+@dataclass(frozen=True)
+class PayloadsInObjectStore:
+    """`SampleReader` over the barcodes the label pass left in Ray's object store: DNA shards are read once.
+
+    `refs` maps a shard number to the object ref of a table whose `PAYLOAD` column holds every sample's
+    member bytes in shard order (already checked against the manifest's count and sha256 by that pass).
+    """
+
+    refs: Mapping[int, Any]
+    member: str
+
+    def __call__(self, shard: InputShard, members: frozenset[str]) -> Iterator[dict[str, bytes]]:
+        column = ray.get(self.refs[shard.number]).column(PAYLOAD)
+        return ({self.member: value} for value in column.to_pylist())
 
 
 class ShardPayloads(Datasource):
