@@ -4,83 +4,77 @@ from __future__ import annotations
 
 from pathlib import Path
 
-EVAL_SPLITS = '["train", "key_unseen", "test", "test_unseen"]'
-
-#: Every stage at the smallest size that still has all four evaluation splits (1,000 records: 7+ per split).
-TINY = f"""
+#: Every stage at about the smallest size that has all four evaluation splits (an image store is left out: it is
+#: the same embedding job as the DNA stores and its actor start alone took 70 s of a 240 s run under load).
+TINY = """
 [pipeline]
-state = "{{remote}}/state"
+state = "{remote}/state"
 num_cpus = 2
 
 [synth]
-out = "{{root}}/release"
-samples = 1000
+out = "{root}/release"
+samples = 600
+seed = 1                         # 600 records of seed 1 hold all four evaluation splits (27/10/8/4)
 packages = ["original_256"]
 workers = 2
 
 [shards]
-release = "{{root}}/release"
-out = "{{remote}}/shards"
+release = "{root}/release"
+out = "{remote}/shards"
 package = "original_256"
 splits = ["pretrain", "train", "key_unseen", "test", "test_unseen"]
 shard_bytes = 1_000_000
 
 [crop]
-shards = "{{remote}}/shards/original_256"
-out = "{{remote}}/crops"
-splits = {EVAL_SPLITS}
+shards = "{remote}/shards/original_256"
+out = "{remote}/crops"
+splits = ["train", "key_unseen", "test", "test_unseen"]
 review = 5
 
 [pretrain]
-shards = "{{remote}}/shards/dna"
-out = "{{root}}/run"
+shards = "{remote}/shards/dna"
+out = "{root}/run"
 overrides = {{ hidden_size = 32, intermediate_size = 64, num_layers = 1, num_heads = 2 }}
 batch_size = 32
 max_steps = 4
 log_every = 2
 threads = 1
 
-[embed.image]
-shards = "{{remote}}/crops/cropped_256"
-out = "{{remote}}/stores/image"
-model = "resnet10t"
-batch_size = 16
-
 [embed.dna]
-shards = "{{remote}}/crops/cropped_256"
-out = "{{remote}}/stores/dna"
+shards = "{remote}/crops/cropped_256"
+out = "{remote}/stores/dna"
 model = "barcodebert_4_4_4"
-pretrained = "{{root}}/run/model"
+pretrained = "{root}/run/model"
 
 [embed.kmer]
-shards = "{{remote}}/crops/cropped_256"
-out = "{{remote}}/stores/kmer"
+shards = "{remote}/crops/cropped_256"
+out = "{remote}/stores/kmer"
 model = "kmer_freq_k4"
 
 [index.kmer]
 store = "kmer"
-out = "{{remote}}/indices/kmer"
+out = "{remote}/indices/kmer"
 splits = ["train", "key_unseen"]
 num_queries = 20
 
 [retrieval]
-stores = ["image", "dna", "kmer"]
-pairs = ["image:image", "dna:dna", "kmer:kmer"]
+stores = ["dna", "kmer"]
+pairs = ["dna:dna", "kmer:kmer"]
 indices = ["kmer"]
-out = "{{remote}}/eval"
+out = "{remote}/eval"
 
 [clustering]
 stores = ["kmer"]
-splits = {EVAL_SPLITS}
+splits = ["train", "key_unseen", "test", "test_unseen"]
 n_neighbors = 10
 n_components = 5
-out = "{{remote}}/eval"
+out = "{remote}/eval"
 
 [report]
-out = "{{root}}/report"
+out = "{root}/report"
 """
 
-STEPS = ["synth", "shards", "crop", "pretrain", "embed.image", "embed.dna", "embed.kmer", "index.kmer",
+STEPS = ["synth", "shards", "crop", "pretrain", "embed.dna", "embed.kmer", "index.kmer",
          "retrieval", "clustering", "report"]  # fmt: skip
 
 

@@ -14,7 +14,7 @@ from helpers_ray import RayHead
 from bioscan_stream.storage import list_urls, read_bytes
 
 REPO = Path(__file__).resolve().parents[2]
-#: One job per stage, in pipeline order (`embed` runs its three stores, `index` its one).
+#: One job per stage, in pipeline order (`embed` runs its two stores, `index` its one).
 STAGES = ["synth", "shards", "crop", "pretrain", "embed", "index", "retrieval", "clustering", "report"]
 
 
@@ -32,7 +32,7 @@ def test_each_stage_through_ray_job_submit_with_s3_paths(s3_bucket: str, ray_hea
         assert "Traceback" not in result.stdout, result.stdout[-3000:]
     assert list_urls(f"{s3_bucket}/shards/original_256", suffix=".tar")
     assert list_urls(f"{s3_bucket}/crops/cropped_256", suffix=".tar")
-    for store in ("image", "dna", "kmer"):
+    for store in ("dna", "kmer"):
         assert json.loads(read_bytes(f"{s3_bucket}/stores/{store}/index.json"))["totals"]["rows"] > 0
     records = {step: json.loads(read_bytes(f"{s3_bucket}/state/{step}.json")) for step in STEPS}
     assert records["crop"]["items"] > 0 and records["report"]["items"] == 5
