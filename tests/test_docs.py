@@ -35,6 +35,8 @@ RUNNERS = {
 }
 #: A block may run this long (s): the slow pages convert, train and embed on 2 shared cores.
 BLOCK_TIMEOUT = 900
+#: A page may run this long (s), above pytest's default of 900: evaluation.md renders a 20k-record release.
+PAGE_TIMEOUT = 3600
 _FENCE = re.compile(
     r"^(?P<indent>[ \t]*)(?P<fence>```+)(?P<info>[^`\n]*)\n(?P<body>.*?)^(?P=indent)(?P=fence)[ \t]*$", re.M | re.S
 )
@@ -86,6 +88,7 @@ def test_fences_are_parsed() -> None:
     assert blocks[1].code == "x = 1\n"
 
 
+@pytest.mark.timeout(PAGE_TIMEOUT)
 @pytest.mark.parametrize("page", [_page_param(p) for p in PAGES])
 def test_page_examples_run(page: Path, tmp_path: Path) -> None:
     blocks = [b for b in code_blocks(page.read_text()) if b.runs]
