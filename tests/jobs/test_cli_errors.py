@@ -144,13 +144,13 @@ def test_wrong_choice_is_one_line(command: str, unusable: tuple[str, str], capsy
     assert code == 2 and "choose from" in stderr
 
 
-def _shard_set(root: Path) -> Path:
-    """A two-split shard set with its manifest (what `stream` resolves a split against)."""
-    splits = {}
-    for split in ("train", "val"):
+def _shard_set(root: Path, splits: tuple[str, ...] = ("train", "val")) -> Path:
+    """A DNA-only shard set with its manifest (what `stream` and the DNA jobs resolve a split against)."""
+    entries = {}
+    for split in splits:
         info = write_tar(root / split / f"{split}-000000.tar", [{"__key__": "P1", "dna.txt": b"ACGT"}])
-        splits[split] = {"samples": 1, "shards": [{"path": f"{split}/{info.name}", "samples": 1}]}
-    (root / "index.json").write_text(json.dumps({"splits": splits}))
+        entries[split] = {"samples": 1, "shards": [{"path": f"{split}/{info.name}", "samples": 1}]}
+    (root / "index.json").write_text(json.dumps({"splits": entries}))
     return root
 
 
@@ -159,6 +159,14 @@ def test_stream_wrong_split_lists_the_manifest_splits(tmp_path: Path, capsys: py
     code, out, err = run_in_process(["stream", str(shards), "--split", "trian", "--modalities", "dna"], capsys)
     assert_one_line_error(code, out, err, naming="'trian'")
     assert "its splits: train, val" in err
+
+
+def test_probe_dna_unknown_model_lists_the_known_ones(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shards = _shard_set(tmp_path / "set", ("train", "test", "test_unseen"))
+    argv = ["probe-dna", str(shards), "--model", BAD_CHOICE, "--output", str(tmp_path / "out")]
+    code, out, err = run_in_process(argv, capsys)
+    assert_one_line_error(code, out, err, naming=BAD_CHOICE)
+    assert "known: " in err and "barcodebert_8_4_4" in err
 
 
 def test_console_script_missing_shards(tmp_path: Path) -> None:
