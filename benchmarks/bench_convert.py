@@ -188,6 +188,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true", help="also split a conversion's time by phase")
     parser.add_argument("--tmp", default=None, help="scratch folder (default: a temporary folder)")
     parser.add_argument("--quick", action="store_true", help="20,000 samples: a smoke run, not the headline")
+    parser.add_argument(
+        "--experiment",
+        default="",
+        help="what this run changes (e.g. `--tmp /dev/shm`): recorded, kept off the dashboard",
+    )
     return parser.parse_args(argv)
 
 
@@ -377,12 +382,13 @@ def report(result: dict[str, Any]) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    result = {"quick": args.quick} | measure(
+    result = {"quick": args.quick, "experiment": args.experiment, "scratch": args.tmp} | measure(
         20_000 if args.quick else args.samples, args.repeats, args.tmp, args.profile
     )
     rates = report(result)
     append_result("convert", result)
-    plot(rates, FIGURE)
+    if not args.experiment:
+        plot(rates, FIGURE)
     return 0
 
 

@@ -180,7 +180,10 @@ def _machine(record: dict[str, Any]) -> tuple[str, str]:
 
 
 def point(record: dict[str, Any], headline: Headline) -> Point | None:
-    """The headline's value in `record`, or None where the line does not hold it."""
+    """The headline's value in `record`, or None where the line does not hold it or records an experiment (a run
+    with a changed setting, e.g. output on tmpfs: kept in the results, not tracked)."""
+    if record.get("experiment"):
+        return None
     value = lookup(record, headline.key)
     if isinstance(value, dict) and "median" in value:
         median, low, high, runs = value["median"], value["min"], value["max"], len(value.get("runs", []))
