@@ -277,6 +277,8 @@ def plot_history(results_dir: Path, figure: Path) -> None:
     fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 2.6 * rows), squeeze=False)
     for ax, headline in zip(axes.flat, HEADLINES, strict=False):
         points = history(results_dir, headline)
+        if not points:
+            ax.text(0.5, 0.5, "no run records this yet", ha="center", va="center", transform=ax.transAxes, fontsize=8)
         for quick, style in ((False, {"color": "tab:blue"}), (True, {"color": "tab:blue", "mfc": "white"})):
             chosen = [p for p in points if p.quick == quick and p.date is not None]
             if not chosen:
