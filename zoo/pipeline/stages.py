@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bioscan_stream.metadata import metadata_path
+from bioscan_stream.schema import DNA_PACKAGE, INDEX_FILE
 from bioscan_stream.storage import is_s3, join_url, put_file
 from zoo.pipeline.config import (
     ClusteringStage,
@@ -33,9 +34,8 @@ from zoo.pipeline.config import (
 
 __all__ = ["RunSettings", "Step", "build_steps"]
 
-#: The per-stage manifest files (a folder's `index.json` is written last by every job: its presence means done).
-MANIFEST = "index.json"
-DNA_PACKAGE = "dna"
+#: Every job writes its folder's manifest last (shard sets, stores and indices alike): its presence means done.
+MANIFEST = INDEX_FILE
 
 
 @dataclass(frozen=True)
