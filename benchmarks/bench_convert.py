@@ -387,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     rates = report(result)
     append_result("convert", result)
-    if not args.experiment:
+    if not (args.experiment or args.quick):  # the figure shows the latest full run
         plot(rates, FIGURE)
     return 0
 
