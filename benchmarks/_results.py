@@ -12,7 +12,7 @@ import resource
 import statistics
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,16 +111,6 @@ def spread(values: Sequence[float], *, loads: Sequence[Sequence[float]] | None =
     if loads is not None:
         summary["load_1min"] = [list(pair) for pair in loads]
     return summary
-
-
-def repeated(run: Callable[[], float], repeats: int = MIN_RUNS) -> dict[str, Any]:
-    """`spread` of `repeats` calls of `run`, each with the load average before and after it."""
-    values, loads = [], []
-    for _ in range(repeats):
-        before = load_1min()
-        values.append(run())
-        loads.append((before, load_1min()))
-    return spread(values, loads=loads)
 
 
 def append_result(name: str, record: dict[str, Any]) -> Path:
