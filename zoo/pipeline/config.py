@@ -10,12 +10,11 @@ line naming the key. Paths are local (relative to the working directory) or `s3:
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from bioscan_stream.constants import SPLITS
 from bioscan_stream.storage import is_s3
