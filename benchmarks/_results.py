@@ -117,7 +117,7 @@ def append_result(name: str, record: dict[str, Any]) -> Path:
     """Append `record` plus date, machine info and start/end load to results/<name>.jsonl; returns the file."""
     path = RESULTS_DIR / f"{name}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    stamped = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **record}
+    stamped = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), **record}
     stamped.setdefault("machine", machine_info())
     stamped.setdefault("load_1min_start_end", [_LOAD_AT_START, load_1min()])
     with path.open("a", encoding="utf-8") as out:
