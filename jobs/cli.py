@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import importlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NoReturn
 
 #: subcommand -> (job module, one-line help). Modules are imported only when their command runs.
@@ -81,12 +81,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bioscan-stream: unknown command {argv[0]!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[argv[0]][0])
+    return run_job(module.main, argv[1:], f"bioscan-stream {argv[0]}")
+
+
+def run_job(job_main: Callable[[list[str]], int | None], args: list[str], name: str) -> int:
+    """Run a job's `main(args)`, input errors as one line prefixed with `name` (the CLI and `python -m jobs.X`)."""
     try:
         with _one_line_usage_errors():
-            return int(module.main(argv[1:]) or 0)
+            return int(job_main(args) or 0)
     except _INPUT_ERRORS as error:
-        print(f"bioscan-stream {argv[0]}: {_one_line(error)}", file=sys.stderr)
+        print(f"{name}: {_one_line(error)}", file=sys.stderr)
         return 1
+
+
+def run_module(job_main: Callable[[list[str]], int | None]) -> int:
+    """The `__main__` of a job module: `python -m jobs.X ARGS` (what `ray job submit` runs) fails as the CLI does."""
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    return run_job(job_main, sys.argv[1:], f"python -m {spec.name if spec else job_main.__module__}")
 
 
 if __name__ == "__main__":

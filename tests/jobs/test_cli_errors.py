@@ -180,3 +180,23 @@ def test_console_script_missing_shards(tmp_path: Path) -> None:
     )
     assert_one_line_error(run.returncode, run.stdout, run.stderr, naming=missing)
     assert "bioscan-stream shards" in run.stderr
+
+
+def test_python_m_job_missing_shards(tmp_path: Path) -> None:
+    """`python -m jobs.X` (what `ray job submit` runs) fails in one line too: every job module's `__main__`."""
+    missing = str(tmp_path / "missing")
+    run = subprocess.run(
+        [sys.executable, "-m", "jobs.probe_dna", missing, "--output", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).parents[2],
+    )
+    assert_one_line_error(run.returncode, run.stdout, run.stderr, naming=missing)
+    assert run.stderr.startswith("python -m jobs.probe_dna: ")
+
+
+def test_every_job_module_main_goes_through_the_one_line_handler() -> None:
+    for module in sorted({m for m, _ in cli.COMMANDS.values()}):
+        source = Path(importlib.import_module(module).__file__ or "").read_text()
+        assert "sys.exit(run_module(main))" in source, f"{module}: `python -m {module}` would print tracebacks"
