@@ -312,9 +312,13 @@ def run_benchmarks(*, quick: bool, only: Sequence[str] = ()) -> list[str]:
     returns the scripts that failed."""
     failed = []
     for script, full_args, quick_args in BENCHMARKS:
-        if (quick and quick_args is None) or (only and script not in only):
+        if only and script not in only:
             continue
-        args = quick_args if quick and quick_args is not None else full_args
+        if quick and quick_args is None:
+            if only:
+                print(f"== {script}: no quick setting, skipped", flush=True)
+            continue
+        args = quick_args if quick else full_args
         print(f"== {script} {' '.join(args)}", flush=True)
         if subprocess.run([sys.executable, str(BENCHMARKS_DIR / script), *args], check=False).returncode != 0:
             failed.append(script)
