@@ -314,11 +314,11 @@ def run_benchmarks(*, quick: bool, only: Sequence[str] = ()) -> list[str]:
     for script, full_args, quick_args in BENCHMARKS:
         if only and script not in only:
             continue
-        if quick and quick_args is None:
+        args = quick_args if quick else full_args
+        if args is None:
             if only:
                 print(f"== {script}: no quick setting, skipped", flush=True)
             continue
-        args = quick_args if quick else full_args
         print(f"== {script} {' '.join(args)}", flush=True)
         if subprocess.run([sys.executable, str(BENCHMARKS_DIR / script), *args], check=False).returncode != 0:
             failed.append(script)
