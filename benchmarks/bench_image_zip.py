@@ -3,8 +3,9 @@
 Builds a zip shaped like `BIOSCAN_5M_cropped_256_pretrain.01.zip` (release-relative member names,
 stored JPEG-sized members), then measures in fresh processes: the time and memory to index it
 (`ImageStore.open`, flat `ZipIndex` arrays; baseline `zipfile.ZipFile`, one object per member), the
-pickled size a Ray task would receive, and random-read throughput. Appends a JSON line to
-benchmarks/results/image_zip.jsonl.
+pickled size a Ray task would receive, and random-read throughput. `--rounds` rounds (default 3), each running
+both variants in turn so that a load change hits both; each ratio is the median and spread of the rounds' ratios.
+Appends a JSON line to benchmarks/results/image_zip.jsonl. `--quick`: 20,000 members.
 
     python benchmarks/bench_image_zip.py                  # 200k members of 1 KiB (index costs)
     python benchmarks/bench_image_zip.py --members 20000 --member-kib 29   # real image size (read speed)
@@ -24,12 +25,12 @@ import time
 import zipfile
 from pathlib import Path
 
-from _results import append_result
+from _results import append_result, load_1min, spread
 
 from bioscan_stream.layout import ImageStore, image_relpath, zip_package_names
 
 PACKAGE = "cropped_256"
-READS = 5000
+READS = 50_000  # NOTE: 0.4-0.7 s of reads per variant at 1 KiB (2 cores, 2026-12): first reads are a small part
 
 
 def _ids(members: int) -> list[str]:
@@ -82,6 +83,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=200_000)
     parser.add_argument("--member-kib", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of both variants (%(default)s)")
+    parser.add_argument("--quick", action="store_true", help="20,000 members: a smoke run")
     parser.add_argument("--worker", choices=("imagestore", "zipfile"), help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -92,29 +95,39 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         print(json.dumps(_worker(args.worker, args.root, args.members)))
         return 0
-    results = {}
+    if args.quick:
+        args.members = 20_000
+    rounds: list[dict[str, dict]] = []
+    loads = []
     with tempfile.TemporaryDirectory(prefix="bench_zip_") as root:
         write_zip(Path(root), args.members, args.member_kib)
-        for variant in ("imagestore", "zipfile"):
-            cmd = [sys.executable, __file__, "--worker", variant, "--root", root, "--members", str(args.members)]
-            results[variant] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-    for name, r in results.items():
-        print(
-            f"{name:10s} index {r['index_s']:6.2f} s  +{r['index_rss'] / 2**20:7.1f} MiB "
-            f"({r['index_rss'] / args.members:5.0f} B/member)  pickled {r['pickled_bytes'] / 2**20:6.1f} MiB  "
-            f"{r['reads_per_s']:8,.0f} reads/s  {r['mb_per_s']:6.1f} MB/s"
-        )
-    ours, base = results["imagestore"], results["zipfile"]
-    ratios = {
-        "index_memory": ours["index_rss"] / max(base["index_rss"], 1),
-        "index_time": ours["index_s"] / base["index_s"],
-        "reads": ours["reads_per_s"] / base["reads_per_s"],
+        for _ in range(args.rounds):
+            loads.append([load_1min()])
+            rounds.append({})
+            for variant in ("imagestore", "zipfile"):
+                cmd = [sys.executable, __file__, "--worker", variant, "--root", root, "--members", str(args.members)]
+                done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+                rounds[-1][variant] = json.loads(done.stdout)
+            loads[-1].append(load_1min())
+    for results in rounds:
+        for name, r in results.items():
+            print(
+                f"{name:10s} index {r['index_s']:6.2f} s  +{r['index_rss'] / 2**20:7.1f} MiB "
+                f"({r['index_rss'] / args.members:5.0f} B/member)  pickled {r['pickled_bytes'] / 2**20:6.1f} MiB  "
+                f"{r['reads_per_s']:8,.0f} reads/s  {r['mb_per_s']:6.1f} MB/s"
+            )
+    per_round = {
+        "index_memory": [r["imagestore"]["index_rss"] / max(r["zipfile"]["index_rss"], 1) for r in rounds],
+        "index_time": [r["imagestore"]["index_s"] / r["zipfile"]["index_s"] for r in rounds],
+        "reads": [r["imagestore"]["reads_per_s"] / r["zipfile"]["reads_per_s"] for r in rounds],
     }
-    print(", ".join(f"{k} {v:.2f}x of zipfile" for k, v in ratios.items()))
+    ratios = {name: spread(values, loads=loads) for name, values in per_round.items()}
+    print(", ".join(f"{k} {v['median']:.2f}x [{v['min']:.2f}-{v['max']:.2f}] of zipfile" for k, v in ratios.items()))
     record = {
+        "quick": args.quick,
         "members": args.members,
         "member_kib": args.member_kib,
-        "results": results,
+        "results": {variant: [r[variant] for r in rounds] for variant in ("imagestore", "zipfile")},
         "ratios": ratios,
     }
     append_result("image_zip", record)
