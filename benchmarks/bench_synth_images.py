@@ -1,12 +1,14 @@
 """How fast does the synthetic release write images, and how close is that to the JPEG-encoding limit?
 
 Runs `write_images` (tree output) for cropped_256-only with 1 and with 2 workers, and original_full
-with 1 worker, on random records (boxes from tiny to frame-filling). The 1-worker cropped_256 run is
-repeated in the same process: the first (cold) run pays the per-process start (pooled wells, noise
-tile, taxon caches: ~0.3 s), the second is the steady state of a long run. Baseline in the same run: JPEG-
-encoding pre-rendered images of the same size in one process (the cost no renderer can avoid), so
+with 1 worker, on 1,200 random records (boxes from tiny to frame-filling; ~10 s a 1-worker run). A first, cold 1-worker cropped_256 run
+pays the per-process start (pooled wells, noise tile, taxon caches: ~0.3 s); then `--rounds` rounds (default 3)
+of encode baseline, 1 worker, 2 workers in turn (so a load change hits all three), whose per-round ratios give
+the headline medians and spreads; their 1-worker runs are the steady state of a long run. Baseline in the same
+round: JPEG-encoding pre-rendered images of the same size in one process (the cost no renderer can avoid), so
 `render / encode` says how much of the time is rendering. Appends one JSON line to
-benchmarks/results/synth_images.jsonl and writes benchmarks/figures/synth_images.png.
+benchmarks/results/synth_images.jsonl and writes benchmarks/figures/synth_images.png (not with `--quick`: 200 and
+20 records, a smoke run).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pyarrow as pa
-from _results import append_result, machine_info
+from _results import append_result, load_1min, machine_info, spread
 
 from bioscan_stream.synth.images import encode_jpeg, render_packages, write_images
 
@@ -102,43 +104,60 @@ def plot(result: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=400, help="records per cropped_256 run (%(default)s)")
+    parser.add_argument("--samples", type=int, default=1200, help="records per cropped_256 run (%(default)s)")
     parser.add_argument("--full-samples", type=int, default=60, help="records of the original_full run")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of encode, 1 worker, 2 workers (%(default)s)")
+    parser.add_argument("--quick", action="store_true", help="200 and 20 records: a smoke run")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.samples, args.full_samples = 200, 20
     table, full = random_table(args.samples), random_table(args.full_samples, seed=1)
-    crop_w1, crop_cpu = time_write(table, ("cropped_256",), 1)
-    _, crop_cpu_warm = time_write(table, ("cropped_256",), 1)  # same process again: caches warm (steady state)
-    crop_w2, _ = time_write(table, ("cropped_256",), 2)
+    _, crop_cpu = time_write(table, ("cropped_256",), 1)  # cold: the per-process start
+    rounds, loads = [], []
+    for _ in range(args.rounds):
+        loads.append([load_1min()])
+        encode = time_encode(table, "cropped_256", 2000)
+        (w1, cpu_warm), (w2, _) = time_write(table, ("cropped_256",), 1), time_write(table, ("cropped_256",), 2)
+        rounds.append({"encode_256": encode, "cropped_256_w1": w1, "cropped_256_w2": w2, "cpu_ms_w1": cpu_warm})
+        loads[-1].append(load_1min())
     full_w1, full_cpu = time_write(full, ("original_full",), 1)
+
+    def median(key: str) -> float:
+        return float(np.median([r[key] for r in rounds]))
+
     rates = {
-        "encode_256": time_encode(table, "cropped_256", 2000),
-        "cropped_256_w1": crop_w1,
-        "cropped_256_w2": crop_w2,
+        "encode_256": median("encode_256"),
+        "cropped_256_w1": median("cropped_256_w1"),
+        "cropped_256_w2": median("cropped_256_w2"),
         "encode_full": time_encode(full, "original_full", 200),
         "original_full_w1": full_w1,
     }
-    cpu_ms = {"cropped_256": crop_cpu, "cropped_256_steady": crop_cpu_warm, "original_full": full_cpu}
+    cpu_ms = {"cropped_256": crop_cpu, "cropped_256_steady": median("cpu_ms_w1"), "original_full": full_cpu}
     result = {
         "benchmark": "synth_images",
+        "quick": args.quick,
         "samples": args.samples,
         "full_samples": args.full_samples,
         "images_per_s": rates,
         "cpu_ms_per_image_1_worker": cpu_ms,
+        "rounds": rounds,
         "ratios": {
-            "cropped_256_w1_vs_encode": rates["cropped_256_w1"] / rates["encode_256"],
-            "cropped_256_w2_vs_w1": rates["cropped_256_w2"] / rates["cropped_256_w1"],
+            "cropped_256_w1_vs_encode": spread([r["cropped_256_w1"] / r["encode_256"] for r in rounds], loads=loads),
+            "cropped_256_w2_vs_w1": spread([r["cropped_256_w2"] / r["cropped_256_w1"] for r in rounds], loads=loads),
             "original_full_w1_vs_encode": rates["original_full_w1"] / rates["encode_full"],
         },
         "machine": machine_info(),
-    }  # fmt: skip
+    }
     for key, value in rates.items():
         print(f"{key:>18}: {value:8.1f} images/s")
     for key, value in cpu_ms.items():
         print(f"{key:>18}: {value:8.1f} CPU ms/image with 1 worker = {1000 / value:.0f} images/s per idle core")
     for key, value in result["ratios"].items():
-        print(f"{key:>28}: {value:.3f}")
+        summary = f"{value['median']:.3f} [{value['min']:.3f}-{value['max']:.3f}]" if isinstance(value, dict) else ""
+        print(f"{key:>28}: {summary or f'{value:.3f}'}")
     append_result("synth_images", result)
-    plot(result, FIGURE)
+    if not args.quick:  # the figure shows the latest full run
+        plot(result, FIGURE)
     return 0
 
 

@@ -126,7 +126,7 @@ BENCHMARKS: tuple[tuple[str, tuple[str, ...], tuple[str, ...] | None], ...] = (
     ("bench_crop_classical.py", (), ("--quick",)),
     ("bench_convert.py", ("--profile",), ("--quick",)),
     ("bench_synth_metadata.py", (), None),
-    ("bench_synth_images.py", (), None),
+    ("bench_synth_images.py", (), ("--quick",)),
     ("bench_image_zip.py", (), ("--quick",)),
     ("bench_hdf5_1m.py", (), ("--quick",)),
     ("bench_stream.py", (), None),
