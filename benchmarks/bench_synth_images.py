@@ -1,12 +1,13 @@
 """How fast does the synthetic release write images, and how close is that to the JPEG-encoding limit?
 
-Runs `write_images` (tree output) for cropped_256-only with 1 and with 2 workers, and original_full
-with 1 worker, on 1,200 random records (boxes from tiny to frame-filling; ~10 s a 1-worker run). A first, cold 1-worker cropped_256 run
-pays the per-process start (pooled wells, noise tile, taxon caches: ~0.3 s); then `--rounds` rounds (default 3)
-of encode baseline, 1 worker, 2 workers in turn (so a load change hits all three), whose per-round ratios give
-the headline medians and spreads; their 1-worker runs are the steady state of a long run. Baseline in the same
-round: JPEG-encoding pre-rendered images of the same size in one process (the cost no renderer can avoid), so
-`render / encode` says how much of the time is rendering. Appends one JSON line to
+Runs `write_images` (tree output) for cropped_256-only with 1 and with 2 workers, and original_full with 1 worker,
+on 1,200 random records (boxes from tiny to frame-filling; ~10 s a 1-worker run). A first, cold 1-worker
+cropped_256 run pays the per-process start (pooled wells, noise tile, taxon caches: ~0.3 s); then `--rounds` rounds
+(default 3) of encode baseline, 1 worker, 2 workers in turn (so a load change hits all three), whose per-round
+ratios give the headline medians and spreads; their 1-worker runs are the steady state of a long run. Baseline in
+the same round: JPEG-encoding pre-rendered images of the same size in one process (the cost no renderer can avoid),
+so `render / encode` says how much of the time is rendering.
+Appends one JSON line to
 benchmarks/results/synth_images.jsonl and writes benchmarks/figures/synth_images.png (not with `--quick`: 200 and
 20 records, a smoke run).
 """
