@@ -7,9 +7,8 @@ cropped_256 run pays the per-process start (pooled wells, noise tile, taxon cach
 ratios give the headline medians and spreads; their 1-worker runs are the steady state of a long run. Baseline in
 the same round: JPEG-encoding pre-rendered images of the same size in one process (the cost no renderer can avoid),
 so `render / encode` says how much of the time is rendering.
-Appends one JSON line to
-benchmarks/results/synth_images.jsonl and writes benchmarks/figures/synth_images.png (not with `--quick`: 200 and
-20 records, a smoke run).
+Appends one JSON line to benchmarks/results/synth_images.jsonl and writes benchmarks/figures/synth_images.png (not
+with `--quick`: 200 and 20 records, a smoke run).
 """
 
 from __future__ import annotations
