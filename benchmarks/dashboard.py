@@ -134,7 +134,7 @@ BENCHMARKS: tuple[tuple[str, tuple[str, ...], tuple[str, ...] | None], ...] = (
     ("bench_embed.py", (), None),
     ("bench_index.py", (), None),
     ("bench_retrieval.py", (), ("--quick",)),
-    ("bench_clustering.py", (), None),
+    ("bench_clustering.py", (), ("--quick",)),
     ("bench_barcodebert_train.py", (), None),
     ("bench_clip.py", (), None),
 )
