@@ -132,7 +132,7 @@ BENCHMARKS: tuple[tuple[str, tuple[str, ...], tuple[str, ...] | None], ...] = (
     ("bench_stream.py", (), None),
     ("bench_crop.py", (), None),
     ("bench_embed.py", (), None),
-    ("bench_index.py", (), None),
+    ("bench_index.py", (), ("--quick", "--parts", "ivf", "hnsw")),  # the sharded add: 6 Ray starts, ~1 min
     ("bench_retrieval.py", (), ("--quick",)),
     ("bench_clustering.py", (), ("--quick",)),
     ("bench_barcodebert_train.py", (), None),
