@@ -15,6 +15,9 @@
 2. Scaling: the job with the classical detector on M originals, as a process pinned (`taskset`) to 1 core with
    1 detector actor vs 2 cores with 2 actors; the ratio of the job's pipeline seconds (Ray's start excluded).
 
+Both parts run `--rounds` rounds (default 3) of baseline then measured run, so that a load change hits both;
+each headline ratio is the median and spread of the rounds' ratios (`_results.spread`).
+
 The box is shared with other sessions: `os.getloadavg()` is recorded before and after each measurement, and
 CPU seconds (this process and its descendants, Ray's workers polled every 0.25 s) beside wall seconds for part 1:
 CPU time does not count the neighbours, wall time does.
@@ -38,7 +41,7 @@ from typing import Any
 import numpy as np
 import ray
 import torch
-from _results import TreeCpu, append_result, load_1min, machine_info, process_cpu
+from _results import TreeCpu, append_result, load_1min, machine_info, process_cpu, spread
 from PIL import Image
 from torch.profiler import ProfilerActivity, profile
 
@@ -103,61 +106,69 @@ def forward_profile(detector: DetrDetector, jpegs: list[tuple[str, bytes]], batc
     return {**per_image, "batch": batch, "threads": torch.get_num_threads(), "top_ops_s": top}
 
 
-def bench_detr(work: Path, n: int) -> dict[str, Any]:
-    shards = _originals(work / "detr", n, seed=5)
-    jpegs = _jpegs(shards)
+def _detr_round(
+    tool_model: Any, detector: DetrDetector, jpegs: list[tuple[str, bytes]], shards: Path, out: Path
+) -> dict[str, Any]:
+    """One round: the tool's loop, then the job (on the running Ray runtime), each timed in wall and CPU seconds."""
     torch.set_num_threads(os.cpu_count() or 1)
-    tool_model = load_detr(None, seed=0)  # plain NCHW, as the tool builds it
-    detector = DetrDetector(seed=0, batch_size=2)
-    same_weights = state_sha256(tool_model) == state_sha256(detector.model)
     loads = [load_1min()]
     start, cpu = time.perf_counter(), process_cpu()
     tool_boxes = tool_loop(tool_model, detector.processor, jpegs)
     tool_s, tool_cpu = time.perf_counter() - start, process_cpu() - cpu
     loads.append(load_1min())
-    del tool_model
-    out = work / "detr_out"
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)  # 2 actors + 2 slots for decode/crop tasks
     tree = TreeCpu()
     tree.sample()
-    started = tree.seconds() + process_cpu()  # the runtime's start is not the job's
+    started = tree.seconds() + process_cpu()  # the runtime's processes before the job
     tree.start()
+    config = CropConfig(
+        str(shards), str(out), detector="detr", packages=("cropped_256",), batch_size=2, concurrency=2, progress=False
+    )
+    start = time.perf_counter()
+    report = crop_shards(config)
+    job_s = time.perf_counter() - start
+    tree.done.set()
+    tree.join()
+    tree.sample()
+    job_cpu = tree.seconds() + process_cpu() - started  # driver + every Ray process of the runtime
+    loads.append(load_1min())
+    job_boxes = {r["processid"]: (r["x0"], r["y0"], r["x1"], r["y1"]) for r in read_bbox(out).to_pylist()}
+    diff = max(float(np.abs(np.subtract(job_boxes[k], b)).max()) for k, b in tool_boxes.items())
+    return {
+        "tool_loop_s": round(tool_s, 2), "job_s": round(job_s, 2), "tool_cpu_s": round(tool_cpu, 2),
+        "job_cpu_s": round(job_cpu, 2), "job_phases_s": {k: round(v, 2) for k, v in report.seconds.items()},
+        "max_box_diff_px": diff, "load_1min": loads,
+    }  # fmt: skip
+
+
+def bench_detr(work: Path, n: int, rounds: int) -> dict[str, Any]:
+    shards = _originals(work / "detr", n, seed=5)
+    jpegs = _jpegs(shards)
+    tool_model = load_detr(None, seed=0)  # plain NCHW, as the tool builds it
+    detector = DetrDetector(seed=0, batch_size=2)
+    same_weights = state_sha256(tool_model) == state_sha256(detector.model)
+    # 2 actors + 2 slots for decode/crop tasks; started once, idle during the tool's turns (its start not counted)
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     try:
-        config = CropConfig(
-            str(shards),
-            str(out),
-            detector="detr",
-            packages=("cropped_256",),
-            batch_size=2,
-            concurrency=2,
-            progress=False,
-        )
-        start = time.perf_counter()
-        report = crop_shards(config)
-        job_s = time.perf_counter() - start
-        tree.done.set()
-        tree.join()
-        tree.sample()
-        job_cpu = tree.seconds() + process_cpu() - started  # driver + every Ray process of the runtime
+        turns = [_detr_round(tool_model, detector, jpegs, shards, work / f"detr_out{i}") for i in range(rounds)]
     finally:
         ray.shutdown()
-    loads.append(load_1min())
+    del tool_model
     cores = os.cpu_count() or 1
     profiled = forward_profile(detector, jpegs, batch=2, threads=cores)
     single = forward_profile(detector, jpegs, batch=2, threads=1)
-    loads.append(load_1min())
     # The model's own best throughput: all cores in one forward, or one forward per core (what the job's
     # single-thread actors do; under load it avoids OpenMP barriers waiting on descheduled threads).
     floor = min(profiled["seconds_per_image"], single["seconds_per_image"] / cores)
-    job_boxes = {r["processid"]: (r["x0"], r["y0"], r["x1"], r["y1"]) for r in read_bbox(out).to_pylist()}
-    diff = max(float(np.abs(np.subtract(job_boxes[k], b)).max()) for k, b in tool_boxes.items())
-    speedup, bound = tool_s / job_s, tool_s / (n * floor)
+    loads = [t["load_1min"][::2] for t in turns]
+    speedup = spread([round(t["tool_loop_s"] / t["job_s"], 3) for t in turns], loads=loads)
+    bound = float(np.median([t["tool_loop_s"] for t in turns])) / (n * floor)
     return {
-        "images": n, "same_weights": same_weights, "tool_loop_s": round(tool_s, 2), "job_s": round(job_s, 2),
-        "job_phases_s": {k: round(v, 2) for k, v in report.seconds.items()}, "speedup": round(speedup, 3),
+        "images": n, "same_weights": same_weights, "rounds": turns, "speedup": speedup,
         "forward": profiled, "forward_1_thread": single, "bound": round(bound, 3),
-        "fraction_of_bound": round(speedup / bound, 3), "max_box_diff_px": diff, "load_1min": loads,
-        "cpu_s_per_image": {"tool_loop": round(tool_cpu / n, 2), "job": round(job_cpu / n, 2)},
+        "fraction_of_bound": round(speedup["median"] / bound, 3),
+        "max_box_diff_px": max(t["max_box_diff_px"] for t in turns),
+        "cpu_s_per_image": {"tool_loop": round(float(np.median([t["tool_cpu_s"] for t in turns])) / n, 2),
+                            "job": round(float(np.median([t["job_cpu_s"] for t in turns])) / n, 2)},
     }  # fmt: skip
 
 
@@ -171,40 +182,50 @@ def _job_process(shards: Path, out: Path, cores: str, workers: int) -> dict[str,
     return dict(json.loads(done.stdout[done.stdout.index("{") :]))
 
 
-def bench_scaling(work: Path, m: int) -> dict[str, Any]:
+def bench_scaling(work: Path, m: int, rounds: int) -> dict[str, Any]:
     shards = _originals(work / "scaling", m, seed=6)
-    runs = {}
-    for cores, workers in (("0", 1), ("0,1", 2)):
-        load = load_1min()
-        report = _job_process(shards, work / f"scale{workers}", cores, workers)
-        runs[workers] = {"pipeline_s": round(report["seconds"]["pipeline"], 2), "load_1min": [load, load_1min()]}
-        runs[workers]["images_per_s"] = round(m / report["seconds"]["pipeline"], 2)
-    return {"images": m, "runs": runs, "scaling": round(runs[1]["pipeline_s"] / runs[2]["pipeline_s"], 3)}
+    runs: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+    for turn in range(rounds):
+        for cores, workers in (("0", 1), ("0,1", 2)):
+            load = load_1min()
+            report = _job_process(shards, work / f"scale{turn}-{workers}", cores, workers)
+            seconds = report["seconds"]["pipeline"]
+            runs[workers].append({"pipeline_s": round(seconds, 2), "images_per_s": round(m / seconds, 2),
+                                  "load_1min": [load, load_1min()]})  # fmt: skip
+    pairs = list(zip(runs[1], runs[2], strict=True))
+    scaling = spread([round(one["pipeline_s"] / two["pipeline_s"], 3) for one, two in pairs],
+                     loads=[[one["load_1min"][0], two["load_1min"][1]] for one, two in pairs])  # fmt: skip
+    return {"images": m, "runs": runs, "scaling": scaling}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=12, help="DETR images (N)")
     parser.add_argument("--scaling-images", type=int, default=64, help="classical job images (M)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of baseline and job, in turns (%(default)s)")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     n, m = (4, 16) if args.quick else (args.images, args.scaling_images)
     work = Path(tempfile.mkdtemp(prefix="bench-crop-"))
     try:
         machine = machine_info()
-        detr = bench_detr(work, n)
+        detr = bench_detr(work, n, args.rounds)
         print(json.dumps(detr, indent=1), flush=True)
-        scaling = bench_scaling(work, m)
+        scaling = bench_scaling(work, m, args.rounds)
         print(json.dumps(scaling, indent=1), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     record = {"quick": args.quick, "detr_r50": detr, "scaling_classical": scaling, "machine": machine}
     print(
-        f"DETR-R50 job vs tool loop: {detr['speedup']:.2f}x (bound {detr['bound']:.2f}x, "
-        f"{detr['fraction_of_bound']:.2f} of it); classical job 1 -> 2 workers: {scaling['scaling']:.2f}x"
+        f"DETR-R50 job vs tool loop: {_spread(detr['speedup'])} (bound {detr['bound']:.2f}x, "
+        f"{detr['fraction_of_bound']:.2f} of it); classical job 1 -> 2 workers: {_spread(scaling['scaling'])}"
     )
     print(f"appended to {append_result('crop', record)}")
     return 0
+
+
+def _spread(summary: dict[str, Any]) -> str:
+    return f"{summary['median']:.2f}x [{summary['min']:.2f}-{summary['max']:.2f}]"
 
 
 if __name__ == "__main__":
