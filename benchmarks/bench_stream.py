@@ -20,14 +20,17 @@ stack + BIOSCAN normalisation per batch of 64 inside the workers), same worker c
 - LitData `StreamingDataset` over an `optimize`d copy of the same JPEG bytes.
 
 Images: 341x256 q90 JPEGs (~25-30 KB, like cropped_256) drawn with PIL, written in the official layout
-with a metadata CSV so every reader sees the same files. Each loader runs one warm-up epoch (worker
-start-up, imports, first open: fixed costs, excluded the same way for every reader), then `--repeats`
-steady-state epochs (37 batches each by default), each timed from its first batch. Two figures per reader:
+with a metadata CSV so every reader sees the same files. `--rounds` rounds (default 3) run the limit loops and
+every reader in turn, so that a load change hits them all; each ratio is the median and spread of the rounds'
+ratios. In a round each loader runs one warm-up epoch (worker start-up, imports, first open: fixed costs,
+excluded the same way for every reader), then `--repeats` steady-state epochs (37 batches each by default),
+each timed from its first batch. Two figures per reader:
 wall-clock images/s (best epoch) and images per CPU-second of this process and its children (the moto
 server excluded): the machine is shared, and contention stretches wall-clock time but not the CPU time
 spent per image, so "per core" is images/CPU-s against the limit loop's images/CPU-s.
 Targets: per core >= 0.9x the limit; >= 2x the official package; >= LitData. Appends a JSON line to
-benchmarks/results/stream.jsonl and draws benchmarks/figures/stream.png.
+benchmarks/results/stream.jsonl and draws benchmarks/figures/stream.png (the rounds' medians; not with `--quick`:
+640 images, 1 worker, 1 timed epoch per round, a smoke run).
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import torch
-from _results import append_result, machine_info
+from _results import append_result, load_1min, machine_info, spread
 from bioscan_dataset import BIOSCAN5M
 from PIL import Image
 
@@ -80,8 +83,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", default="1,2", help="worker counts to run (%(default)s)")
     parser.add_argument("--repeats", type=int, default=2, help="timed epochs per reader, best kept (%(default)s)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every reader in turn (%(default)s)")
+    parser.add_argument("--quick", action="store_true", help="640 images, 1 worker, 1 timed epoch: a smoke run")
     parser.add_argument("--workdir", type=Path, default=None, help="keep data here (default: a temp dir)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.images, args.per_shard, args.workers, args.repeats = 640, 160, "1", 1
+    return args
 
 
 # ---------------------------------------------------------------- data: one release, three copies of it
@@ -306,7 +314,27 @@ def _count_images(batch: dict[str, Any]) -> int:
     return len(batch["image"])
 
 
-def run_all(work: Path, args: argparse.Namespace, results: dict[str, dict[str, float]]) -> None:
+def _readers(
+    work: Path, s3_url: str, w: int, bs: int
+) -> dict[str, tuple[Callable[[], Iterable[Any]], Callable[[Any], int]]]:
+    """Every reader with `w` workers: how to make its loader, and how to count a batch's images."""
+    return {
+        f"bioscan_stream local w{w}": (partial(_stream, str(work / "shards"), w, bs), _count_keys),
+        f"bioscan_stream s3 w{w}": (partial(_stream, s3_url, w, bs), _count_keys),
+        f"bioscan_stream local uint8 w{w}": (
+            partial(_stream, str(work / "shards"), w, bs, normalize=False),
+            _count_keys,
+        ),
+        f"official tree per-file w{w}": (partial(_official_tree, work / "release", w, bs), _count_keys),
+        f"bioscan-dataset BIOSCAN5M w{w}": (partial(official_package_loader, work / "release", w, bs), _count_images),
+        f"litdata StreamingDataset w{w}": (partial(litdata_loader, work / "litdata", w, bs), _count_images),
+    }
+
+
+def run_all(
+    work: Path, args: argparse.Namespace, rounds: list[dict[str, dict[str, float]]], loads: list[list[float]]
+) -> None:
+    """Every limit loop and reader, `args.rounds` times in turn; appends each round's results and load."""
     for name in ("release", "shards", "litdata", "litdata_cache"):  # a rerun in the same workdir starts clean
         shutil.rmtree(work / name, ignore_errors=True)
     records = make_release(work / "release", args.images)
@@ -320,35 +348,24 @@ def run_all(work: Path, args: argparse.Namespace, results: dict[str, dict[str, f
         "limit reused": {"reuse": True},
         "limit uint8 reused": {"normalize": False, "reuse": True},
     }
-    results.update({name: limit(jpegs, **kwargs) for name, kwargs in limits.items()})
     exclude = {server.pid}
     try:
-        for w in (int(x) for x in args.workers.split(",")):
-            bs = args.batch_size
-            readers: dict[str, tuple[Callable[[], Iterable[Any]], Callable[[Any], int]]] = {
-                f"bioscan_stream local w{w}": (partial(_stream, str(work / "shards"), w, bs), _count_keys),
-                f"bioscan_stream s3 w{w}": (partial(_stream, s3_url, w, bs), _count_keys),
-                f"bioscan_stream local uint8 w{w}": (
-                    partial(_stream, str(work / "shards"), w, bs, normalize=False),
-                    _count_keys,
-                ),
-                f"official tree per-file w{w}": (partial(_official_tree, work / "release", w, bs), _count_keys),
-                f"bioscan-dataset BIOSCAN5M w{w}": (
-                    partial(official_package_loader, work / "release", w, bs),
-                    _count_images,
-                ),
-                f"litdata StreamingDataset w{w}": (partial(litdata_loader, work / "litdata", w, bs), _count_images),
-            }
-            for name, (make, size) in readers.items():
-                loader = make()
-                results[name] = measure(loader, size, args.repeats, exclude)
-                del loader  # persistent workers go now, not at the end of the run
-                gc.collect()
-                print(f"{name:<34} {results[name]['images_per_s']:8,.0f} images/s "
-                      f"{results[name]['images_per_cpu_s']:8,.0f} images/CPU-s", flush=True)  # fmt: skip
-        for name, kwargs in limits.items():  # best of before and after the readers
-            after = limit(jpegs, **kwargs)
-            results[name] = {k: max(v, after[k]) for k, v in results[name].items()}
+        for _ in range(args.rounds):
+            loads.append([load_1min()])
+            results = {name: limit(jpegs, **kwargs) for name, kwargs in limits.items()}
+            for w in (int(x) for x in args.workers.split(",")):
+                for name, (make, size) in _readers(work, s3_url, w, args.batch_size).items():
+                    loader = make()
+                    results[name] = measure(loader, size, args.repeats, exclude)
+                    del loader  # persistent workers go now, not at the end of the run
+                    gc.collect()
+                    print(f"{name:<34} {results[name]['images_per_s']:8,.0f} images/s "
+                          f"{results[name]['images_per_cpu_s']:8,.0f} images/CPU-s", flush=True)  # fmt: skip
+            for name, kwargs in limits.items():  # best of before and after the round's readers
+                after = limit(jpegs, **kwargs)
+                results[name] = {k: max(v, after[k]) for k, v in results[name].items()}
+            loads[-1].append(load_1min())
+            rounds.append(results)
     finally:
         server.terminate()
         server.wait()
@@ -379,23 +396,29 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     tune_malloc()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-stream-"))
-    results: dict[str, dict[str, float]] = {}
+    rounds: list[dict[str, dict[str, float]]] = []
+    loads: list[list[float]] = []
     try:
-        run_all(work, args, results)
+        run_all(work, args, rounds, loads)
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
     workers = [int(x) for x in args.workers.split(",")]
-    record = {"benchmark": "stream", "machine": machine(), "images": args.images, "batch_size": args.batch_size,
-              "image_size": list(SIZE), "results": results, "ratios": ratios(results, workers)}  # fmt: skip
+    results = {name: {metric: float(np.median([r[name][metric] for r in rounds])) for metric in value}
+               for name, value in rounds[0].items()}  # fmt: skip
+    by_round = [ratios(r, workers) for r in rounds]
+    record = {"benchmark": "stream", "quick": args.quick, "machine": machine(), "images": args.images,
+              "batch_size": args.batch_size, "image_size": list(SIZE), "results": results, "results_by_round": rounds,
+              "ratios": {key: spread([r[key] for r in by_round], loads=loads) for key in by_round[0]}}  # fmt: skip
     path = append_result("stream", record)
-    plot(results, FIGURE)
+    if not args.quick:  # the figure shows the latest full run
+        plot(results, FIGURE)
     for name in ("limit", "limit uint8", "limit reused", "limit uint8 reused"):
         lim = results[name]
         print(f"{name}: {lim['images_per_cpu_s']:,.0f} images/CPU-s ({lim['images_per_s']:,.0f} images/s)")
     for name, value in record["ratios"].items():
-        print(f"{name:<40} {value:8.2f}x")
-    print(f"appended to {path}; figure {FIGURE}")
+        print(f"{name:<40} {value['median']:8.2f}x [{value['min']:.2f}-{value['max']:.2f}]")
+    print(f"appended to {path}")
     return 0
 
 
