@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs, "wall_seconds": spread(walls, loads=loads), "peak_rss_bytes": peak,
         "rss_after_imports_bytes": imports, "peak_over_imports_bytes": peak - imports,
         "paper": {"seconds": PAPER_SECONDS, "bytes": PAPER_BYTES},
-        "time_fraction_of_paper": spread([round(w / PAPER_SECONDS, 4) for w in walls], loads=loads),
+        "time_fraction_of_paper": spread([round(w / PAPER_SECONDS, 6) for w in walls], loads=loads),
         "memory_fraction_of_paper": round(peak / PAPER_BYTES, 4),
         "targets": {"time_fraction": 0.1, "peak_bytes": 2e9},
     }  # fmt: skip
