@@ -79,3 +79,20 @@ def test_bench_refuses_unknown_benchmark_and_missing_results(
         assert exit_info.value.code == 2
         error = capsys.readouterr().err
         assert message in error and "Traceback" not in error
+
+
+#: Benchmarks whose headlines became spreads of interleaved rounds on 2026-12-06 (quick runs of each are recorded).
+_ROUND_BENCHMARKS = ("stream", "crop", "index", "clustering", "image_zip", "synth_images")
+
+
+def test_round_benchmarks_record_every_headline_as_a_spread() -> None:
+    """The keys these scripts write are the ones the dashboard reads: each headline of theirs, in its latest quick
+    line in benchmarks/results, is a median within its min-max over >= 3 runs."""
+    headlines = [h for h in dashboard.HEADLINES if h.benchmark in _ROUND_BENCHMARKS]
+    assert {h.benchmark for h in headlines} == set(_ROUND_BENCHMARKS)
+    for headline in headlines:
+        quick = [p for p in dashboard.history(dashboard.RESULTS_DIR, headline) if p.quick]
+        assert quick, f"no quick run records {headline.label}"
+        latest = quick[-1]
+        assert latest.low is not None and latest.high is not None, headline.label
+        assert latest.runs >= 3 and latest.low <= latest.median <= latest.high, headline.label
