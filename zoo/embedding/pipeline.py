@@ -72,15 +72,18 @@ _FORWARD_SECONDS = "forward_seconds"
 #: Memory reserved per preprocessing task: Ray measured ~0.6 GB per worker (torch + timm imported), 2026-12.
 _TASK_MEMORY = 1 << 30
 #: Rows per Ray Data call for small inputs (DNA, text). Each call costs Ray Data a few ms whatever its size, a
-#: k-mer forward of 256 rows costs less than that, so small rows travel ~4,096 at a time; the actor still runs
-#: its forward passes in `batch_size` chunks, so the vectors do not change. Images (~0.6 MB per row as float32
+#: k-mer forward of 256 rows costs less than that, so small rows travel up to ~4,096 at a time (never more than
+#: the smallest shard's, so finished shards are still written as the job goes); the actor still runs its
+#: forward passes in `batch_size` chunks, so the vectors do not change. Images (~0.6 MB per row as float32
 #: tensors) travel in `batch_size` calls.
 _SMALL_ROWS_PER_CALL = 4096
 
 
-def _rows_per_call(batch_size: int, modality: str) -> int:
-    """Rows per Ray Data call: `batch_size` for images, the multiple of it nearest ~4,096 rows otherwise."""
-    return batch_size if modality == "image" else batch_size * max(1, round(_SMALL_ROWS_PER_CALL / batch_size))
+def _rows_per_call(batch_size: int, modality: str, smallest_shard: int) -> int:
+    """Rows per Ray Data call: `batch_size` for images, else a multiple of it up to ~4,096 or the smallest shard."""
+    if modality == "image":
+        return batch_size
+    return batch_size * max(1, min(_SMALL_ROWS_PER_CALL, smallest_shard) // batch_size)
 
 
 class EncoderMismatchError(RuntimeError):
@@ -379,7 +382,7 @@ def _run_pipeline(config: EmbedConfig, model: Any, assembler: _Assembler, payloa
         return 0
     ray.data.DataContext.get_current().enable_progress_bars = config.progress
     gpus = config.num_gpus if config.num_gpus is not None else (1.0 if ray.cluster_resources().get("GPU") else 0.0)
-    call_rows = _rows_per_call(config.batch_size, model.modality)
+    call_rows = _rows_per_call(config.batch_size, model.modality, min(len(rows) for _, rows in work))
     source = (
         ShardPayloads(work, model.input_member, PayloadsInObjectStore(payloads, model.input_member))
         if payloads
