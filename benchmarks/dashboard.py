@@ -76,6 +76,9 @@ HEADLINES: tuple[Headline, ...] = (
     ),
     Headline("crop", "detr_r50.speedup", "crop job, DETR-R50 (batched)", "crop tool's one-image loop", 1.5),
     Headline("crop", "scaling_classical.scaling", "crop job 1 -> 2 workers (classical)", "same job, 1 worker", None),
+    Headline(
+        "embed", "cases.model=kmer_freq_k5.ratio_vs_loop", "embed job, k-mer", "bioscan-dataset + DataLoader loop", 1.5
+    ),
     Headline("embed", "cases.model=resnet18.ratio_vs_limit", "embed job, resnet18", "model forward alone", 0.9),
     Headline(
         "embed",
