@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 import ray
 import torch
+from helpers_detr import TINY_DETR
 from helpers_ray import RayHead
 from PIL import Image
 
@@ -47,15 +48,6 @@ from zoo.embedding.sources import list_input_shards, read_shard_samples
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = 24
-#: A DETR small enough for CPU tests (8-channel ResNet backbone, d_model 16, one layer each).
-TINY_DETR = {
-    "d_model": 16, "encoder_layers": 1, "decoder_layers": 1, "encoder_ffn_dim": 32, "decoder_ffn_dim": 32,
-    "encoder_attention_heads": 2, "decoder_attention_heads": 2, "num_queries": 8, "use_timm_backbone": False,
-    "backbone_config": {
-        "model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 8, 16, 16], "depths": [1, 1, 1, 1],
-        "out_features": ["stage4"],
-    },
-}  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -13,19 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers_detr import TINY_DETR
 
 from zoo.detectors import create_detector, list_detectors
 from zoo.detectors.detr import DetrDetector, detr_config, load_detr, select_boxes
 from zoo.encoder import WeightsError
-
-TINY = {
-    "d_model": 16, "encoder_layers": 1, "decoder_layers": 1, "encoder_ffn_dim": 32, "decoder_ffn_dim": 32,
-    "encoder_attention_heads": 2, "decoder_attention_heads": 2, "num_queries": 8, "use_timm_backbone": False,
-    "backbone_config": {
-        "model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 8, 16, 16], "depths": [1, 1, 1, 1],
-        "out_features": ["stage4"],
-    },
-}  # fmt: skip
 
 
 class NotATensor:
@@ -40,7 +32,7 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def tiny() -> DetrDetector:
-    return DetrDetector(architecture=TINY, batch_size=4, seed=3)
+    return DetrDetector(architecture=TINY_DETR, batch_size=4, seed=3)
 
 
 def _images() -> list[np.ndarray]:
@@ -113,7 +105,7 @@ def test_hf_folder_and_lightning_ckpt_load_the_same_weights(tiny: DetrDetector, 
     images = _images()[:2]
     expected = tiny.detect(images)
     for source in (tmp_path / "hf", ckpt):
-        loaded = create_detector("detr", checkpoint=source, architecture=TINY if source == ckpt else None)
+        loaded = create_detector("detr", checkpoint=source, architecture=TINY_DETR if source == ckpt else None)
         assert loaded.fingerprint()["weights_sha256"] == tiny.fingerprint()["weights_sha256"]
         assert loaded.detect(images) == expected
 
@@ -122,13 +114,13 @@ def test_refuses_pickles_and_mismatched_or_missing_checkpoints(tiny: DetrDetecto
     pickled = tmp_path / "pickled.ckpt"
     torch.save({"state_dict": _tool_keys(tiny.model.state_dict()), "hyper_parameters": NotATensor()}, pickled)
     with pytest.raises(WeightsError, match="weights_only"):
-        load_detr(pickled, architecture=TINY)
+        load_detr(pickled, architecture=TINY_DETR)
     coco = tmp_path / "coco.ckpt"
     torch.manual_seed(0)
-    other = load_detr(None, architecture={**TINY, "num_labels": 91})
+    other = load_detr(None, architecture={**TINY_DETR, "num_labels": 91})
     torch.save({"state_dict": _tool_keys(other.state_dict())}, coco)
     with pytest.raises(WeightsError, match="class_labels_classifier"):
-        load_detr(coco, architecture=TINY)
+        load_detr(coco, architecture=TINY_DETR)
     other.save_pretrained(tmp_path / "coco_hf")
     with pytest.raises(WeightsError, match="91 classes"):
         load_detr(tmp_path / "coco_hf")
