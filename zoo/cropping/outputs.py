@@ -120,7 +120,7 @@ def _write_tables(config: CropConfig, shards: Sequence[InputShard], crops: Seque
     sheet = contact_sheet([s for s in shards if s.path in holding], low[: config.sheet], config.preset)
     if sheet is not None:
         buffer = io.BytesIO()
-        sheet.save(buffer, format="PNG", optimize=True)
+        sheet.save(buffer, format="PNG", compress_level=6)  # optimize=True: ~2 s more per job for ~10% bytes
         _put_bytes(join_url(config.out, SHEET_FILE), buffer.getvalue(), SHEET_FILE)
 
 

@@ -20,11 +20,14 @@ Source: the public crop tool (github.com/zahrag/BIOSCAN-1M, `crop_tool_sup/`: `m
   height. The probability is the detection's score.
 - Batching: images are sorted by size so that same-size images (all real originals are 1024x768) share
   unpadded batches; only a batch that mixes sizes is padded. Convolutions run channels-last; on GPU the
-  forward runs under fp16 autocast.
+  forward runs under fp16 autocast. On CPU the frozen batch norms are folded into their convolutions and 1x1
+  convolutions run through oneDNN (`zoo.detectors.cpu_fusion`, checked on a probe batch; the fingerprint names the
+  loaded weights, before fusion).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +39,7 @@ from transformers import DetrConfig, DetrForObjectDetection, DetrImageProcessor
 from transformers.utils import logging as hf_logging
 
 from zoo.detectors.base import Detection, register_detector
+from zoo.detectors.cpu_fusion import fuse_for_cpu
 from zoo.encoder import WeightsError, module_fingerprint
 from zoo.models.timm_image import read_state_dict
 
@@ -177,6 +181,7 @@ class DetrDetector:
         precision: autocast dtype on GPU (`fp16`, `bf16`, `fp32`); the CPU always runs fp32, as the tool does.
         threads: torch CPU threads (None: leave torch's setting).
         seed: seed of random weights.
+        cpu_fusion: on CPU, fold batch norms and run 1x1 convolutions through oneDNN (same boxes up to fp32 rounding).
     """
 
     name = "detr"
@@ -191,6 +196,7 @@ class DetrDetector:
         precision: str = "fp16",
         threads: int | None = None,
         seed: int = 0,
+        cpu_fusion: bool = True,
     ) -> None:
         if precision not in _PRECISIONS:
             raise ValueError(f"precision {precision!r}: expected one of {sorted(_PRECISIONS)}")
@@ -205,6 +211,26 @@ class DetrDetector:
         self.model.to(self.device, memory_format=torch.channels_last)  # type: ignore[arg-type,call-overload]
         self.processor = DetrImageProcessor()  # the tool's DetrFeatureExtractor defaults, built locally
         self._fingerprint = module_fingerprint(self.name, architecture_of(self.model.config), self.model)
+        # `model` stays the loaded model (saveable, what the fingerprint names); forwards run `_runner`, built at
+        # the first forward (a driver that only needs the fingerprint never pays for the fusion)
+        self.cpu_fusion = cpu_fusion and self.device.type == "cpu"
+        self._runner: torch.nn.Module | None = None
+        self.fusion: dict[str, int] = {}
+
+    def _fused(self) -> torch.nn.Module:
+        if self._runner is None:
+            runner = copy.deepcopy(self.model) if self.cpu_fusion else self.model
+            if self.cpu_fusion:
+                self.fusion = fuse_for_cpu(runner, lambda: self._run(runner, self._probe_inputs()))
+            self._runner = runner
+        return self._runner
+
+    def _probe_inputs(self) -> dict[str, torch.Tensor]:
+        """A fixed small random batch (two 96x128 images, one padded): `fuse_for_cpu`'s check."""
+        pixels = torch.randn(2, 3, 96, 128, generator=torch.Generator().manual_seed(0)).to(self.device)
+        mask = torch.ones(2, 96, 128, dtype=torch.long, device=self.device)
+        mask[1, :, 96:] = 0
+        return {"pixel_values": pixels.contiguous(memory_format=torch.channels_last), "pixel_mask": mask}
 
     def fingerprint(self) -> dict[str, Any]:
         """Architecture, weights sha256, preprocessing and selection rule (not the device or batch size)."""
@@ -219,12 +245,15 @@ class DetrDetector:
         pixels = encoded["pixel_values"].to(self.device).contiguous(memory_format=torch.channels_last)
         return {"pixel_values": pixels, "pixel_mask": encoded["pixel_mask"].to(self.device)}
 
-    @torch.inference_mode()
     def forward(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Class logits and boxes of a preprocessed batch (fp16 autocast on GPU)."""
+        return self._run(self._fused(), inputs)
+
+    @torch.inference_mode()
+    def _run(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         dtype = _PRECISIONS[self.precision] if self.device.type == "cuda" else None
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            out = self.model(**inputs)
+            out = model(**inputs)
         return out.logits, out.pred_boxes
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Detection]:
