@@ -12,8 +12,11 @@ ViT-B/16 on images), in the same run:
   a DataLoader with one worker + the same model, one `.npy` at the end (target >= 1.5x for DNA);
 - store read: `zoo.embedding.read_embeddings` full scan vs `np.load` of the same vectors (target >= 0.7x).
 
-On 2 cores the job's model actor gets one thread and the other core reads, decodes and writes; the limit and
-the loop get the same budget (1 thread for the model, 1 DataLoader worker). Appends to results/embed.jsonl.
+Budget: `--model-threads T` torch threads for the model in all three (default 1). The job's actor gets T
+threads and Ray one more CPU slot for reading, decoding and writing; the loop gets T threads and one
+DataLoader worker. T=1 on this 2-vCPU box leaves the other vCPU to the job's I/O; T=2 gives the limit the
+whole machine, so the job's reading and decoding must fit in what the forward leaves (the two vCPUs are SMT
+siblings: a busy neighbour slows a one-thread forward, docs/embeddings.md). Appends to results/embed.jsonl.
 """
 
 from __future__ import annotations
@@ -66,10 +69,12 @@ def _release(work: Path, name: str, samples: int, *, images: bool) -> tuple[Path
     return root, out / "cropped_256"
 
 
-def _job(shards: Path, out: Path, model: str, split: str, batch: int, dedup: bool = True) -> tuple[float, int]:
+def _job(
+    shards: Path, out: Path, model: str, split: str, batch: int, threads: int, dedup: bool = True
+) -> tuple[float, int]:
     shutil.rmtree(out, ignore_errors=True)  # every run embeds everything (a kept store would be skipped)
     config = EmbedConfig(str(shards), str(out), model, splits=(split,), batch_size=batch, dedup=dedup,
-                         overwrite=True, progress=False)  # fmt: skip
+                         cpus_per_actor=threads, overwrite=True, progress=False)  # fmt: skip
     start = time.perf_counter()
     report = embed_shards(config)
     return time.perf_counter() - start, report.rows + report.rejected
@@ -85,7 +90,7 @@ def _inputs(model: Any, shards: Path, split: str) -> dict[str, np.ndarray]:
 
 
 def _limit(model: Any, arrays: dict[str, np.ndarray], batch: int) -> float:
-    """Items/s of the forward pass alone on in-memory tensors, fixed batches (one thread)."""
+    """Items/s of the forward pass alone on in-memory tensors, fixed batches (torch's current threads)."""
     tensors = {k: torch.from_numpy(v) for k, v in arrays.items()}
     n = len(next(iter(tensors.values())))
     start = time.perf_counter()
@@ -125,17 +130,19 @@ def _median_rate(fn: Callable[[], float], rounds: int) -> tuple[float, list[floa
     return statistics.median(rates), rates
 
 
-def _case(name: str, shards: Path, root: Path, split: str, batch: int, work: Path, rounds: int) -> dict[str, Any]:
+def _case(
+    name: str, shards: Path, root: Path, split: str, batch: int, work: Path, rounds: int, threads: int
+) -> dict[str, Any]:
     torch.manual_seed(0)
     model = zoo.create_model(name).eval()
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     arrays = _inputs(model, shards, split)
     limit, limits = _median_rate(lambda: _limit(model, arrays, batch), rounds)
     loop, loops = _median_rate(lambda: _loop(model, root, split, batch, work / "loop.npy"), rounds)
     torch.set_num_threads(2)
 
     def job(dedup: bool) -> float:
-        seconds, items = _job(shards, work / f"store_{name}", name, split, batch, dedup)
+        seconds, items = _job(shards, work / f"store_{name}", name, split, batch, threads, dedup)
         return items / seconds
 
     record: dict[str, Any] = {
@@ -143,6 +150,7 @@ def _case(name: str, shards: Path, root: Path, split: str, batch: int, work: Pat
         "modality": model.modality,
         "split": split,
         "batch": batch,
+        "model_threads": threads,
         "rows": len(next(iter(arrays.values()))),
     }
     record["job"], record["job_runs"] = _median_rate(lambda: job(True), rounds)
@@ -185,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="10k / 600 samples, 1 round")
     p.add_argument("--models", nargs="+", default=[c[0] for c in CASES])
+    p.add_argument("--model-threads", type=int, default=1, help="torch threads of the model in all three measures")
     args = p.parse_args(argv)
     if args.quick:
         args.dna_samples, args.dna_small_samples, args.image_samples, args.rounds = 10_000, 2_000, 600, 1
@@ -194,11 +203,11 @@ def main(argv: list[str] | None = None) -> int:
         sets = {"dna": _release(work, "dna", args.dna_samples, images=False),
                 "dna_small": _release(work, "dna_small", args.dna_small_samples, images=False),
                 "image": _release(work, "image", args.image_samples, images=True)}  # fmt: skip
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=args.model_threads + 1, include_dashboard=False, log_to_driver=False)
         for name, modality, split, batch, cheap in (c for c in CASES if c[0] in args.models):
             rounds = args.rounds if cheap else 1
             root, shards = sets[modality]
-            results.append(_case(name, shards, root, split, batch, work, rounds))
+            results.append(_case(name, shards, root, split, batch, work, rounds, args.model_threads))
             print(_line(results[-1]), flush=True)
         read = _store_read(work / "store_kmer_freq_k5", max(5, args.rounds)) if "kmer_freq_k5" in args.models else {}
         ray.shutdown()
