@@ -26,6 +26,7 @@ __all__ = ["OneDnnPointwise", "fuse_for_cpu"]
 
 #: The frozen batch norms' epsilon (transformers' `DetrFrozenBatchNorm2d`, torchvision's `FrozenBatchNorm2d`).
 _EPSILON = 1e-5
+_NORM_BUFFERS = ("weight", "bias", "running_mean", "running_var")
 
 
 class OneDnnPointwise(nn.Module):
@@ -42,7 +43,7 @@ class OneDnnPointwise(nn.Module):
 def _is_frozen_batch_norm(module: nn.Module) -> bool:
     """A batch norm with fixed statistics and affine buffers (transformers' and torchvision's frozen kinds)."""
     names = {name for name, _ in module.named_buffers(recurse=False)}
-    return type(module).__name__.endswith("FrozenBatchNorm2d") and {"weight", "bias", "running_mean"} <= names
+    return type(module).__name__.endswith("FrozenBatchNorm2d") and set(_NORM_BUFFERS) <= names
 
 
 def _conv_bn_pairs(model: nn.Module, probe: Callable[[], Any]) -> list[tuple[nn.Conv2d, str]]:
@@ -83,8 +84,9 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
 
 @torch.no_grad()
 def _fold(conv: nn.Conv2d, norm: nn.Module) -> None:
-    scale = norm.weight * (norm.running_var + _EPSILON).rsqrt()
-    shift = norm.bias - norm.running_mean * scale
+    weight, bias, mean, var = (norm.get_buffer(name) for name in _NORM_BUFFERS)
+    scale = weight * (var + _EPSILON).rsqrt()
+    shift = bias - mean * scale
     conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
     bias = shift if conv.bias is None else conv.bias * scale + shift
     conv.bias = nn.Parameter(bias.clone(), requires_grad=False)
