@@ -46,8 +46,11 @@ def _is_frozen_batch_norm(module: nn.Module) -> bool:
     return type(module).__name__.endswith("FrozenBatchNorm2d") and set(_NORM_BUFFERS) <= names
 
 
-def _conv_bn_pairs(model: nn.Module, probe: Callable[[], Any]) -> list[tuple[nn.Conv2d, str]]:
-    """(conv, qualified name of the frozen BN) for every BN whose input is the output of a conv called once."""
+def _conv_bn_pairs(
+    model: nn.Module, probe: Callable[[], tuple[torch.Tensor, ...]]
+) -> tuple[list[tuple[nn.Conv2d, str]], tuple[torch.Tensor, ...]]:
+    """(conv, qualified name of the frozen BN) for every BN whose input is the output of a conv called once, and
+    the probe's outputs (the hooks only watch: they are the model's outputs as it stands)."""
     outputs: dict[int, tuple[nn.Conv2d, torch.Tensor]] = {}
     calls: dict[nn.Module, int] = {}
     feeds: dict[str, nn.Conv2d] = {}
@@ -70,11 +73,12 @@ def _conv_bn_pairs(model: nn.Module, probe: Callable[[], Any]) -> list[tuple[nn.
     norms = {name: m for name, m in modules.items() if _is_frozen_batch_norm(m)}
     handles += [m.register_forward_pre_hook(before_norm(name)) for name, m in norms.items()]
     try:
-        probe()
+        outputs_before = probe()
     finally:
         for handle in handles:
             handle.remove()
-    return [(conv, name) for name, conv in feeds.items() if calls[conv] == 1 and calls[norms[name]] == 1]
+    pairs = [(conv, name) for name, conv in feeds.items() if calls[conv] == 1 and calls[norms[name]] == 1]
+    return pairs, outputs_before
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -112,8 +116,7 @@ def fuse_for_cpu(
     `probe()` runs `model` on a small fixed batch and returns its outputs; they are compared before and after
     (max abs difference over max abs value <= `tolerance`), else `RuntimeError`: a pair was misread.
     """
-    before = probe()
-    pairs = _conv_bn_pairs(model, probe)
+    pairs, before = _conv_bn_pairs(model, probe)
     for conv, name in pairs:
         _fold(conv, model.get_submodule(name))
         _replace(model, name, nn.Identity())

@@ -218,12 +218,11 @@ class DetrDetector:
         self.fusion: dict[str, int] = {}
 
     def _fused(self) -> torch.nn.Module:
-        if self._runner is None:
-            runner = copy.deepcopy(self.model) if self.cpu_fusion else self.model
-            if self.cpu_fusion:
-                self.fusion = fuse_for_cpu(runner, lambda: self._run(runner, self._probe_inputs()))
+        if self._runner is None and self.cpu_fusion:
+            runner = copy.deepcopy(self.model)
+            self.fusion = fuse_for_cpu(runner, lambda: self._run(runner, self._probe_inputs()))
             self._runner = runner
-        return self._runner
+        return self.model if self._runner is None else self._runner
 
     def _probe_inputs(self) -> dict[str, torch.Tensor]:
         """A fixed small random batch (two 96x128 images, one padded): `fuse_for_cpu`'s check."""
