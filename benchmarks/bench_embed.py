@@ -12,6 +12,10 @@ ViT-B/16 on images), in the same run:
   a DataLoader with one worker + the same model, one `.npy` at the end (target >= 1.5x for DNA);
 - store read: `zoo.embedding.read_embeddings` full scan vs `np.load` of the same vectors (target >= 0.7x).
 
+Allocator: all three run their forward passes under `bioscan_stream.malloc.FORWARD` (the job's replicas get it
+from their `runtime_env`, this process and its forked DataLoader worker by `mallopt`), so no side gains from a
+malloc policy the others lack (glibc's defaults refault ~100 MB of activations a batch: 1.3-1.4x slower here).
+
 Budget: `--model-threads T` torch threads for the model in all three (default 1). The job's actor gets T
 threads and Ray one more CPU slot for reading, decoding and writing; the loop gets T threads and one
 DataLoader worker. T=1 on this 2-vCPU box leaves the other vCPU to the job's I/O; T=2 gives the limit the
@@ -36,6 +40,7 @@ import ray
 import torch
 
 import zoo
+from bioscan_stream.malloc import FORWARD, tune_malloc
 from jobs import convert
 from zoo.embedding import EmbedConfig, embed_shards, read_embeddings
 
@@ -195,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="+", default=[c[0] for c in CASES])
     p.add_argument("--model-threads", type=int, default=1, help="torch threads of the model in all three measures")
     args = p.parse_args(argv)
+    tune_malloc(FORWARD, environ=False)  # before any thread starts; Ray's workers must not inherit it
     if args.quick:
         args.dna_samples, args.dna_small_samples, args.image_samples, args.rounds = 10_000, 2_000, 600, 1
     results: list[dict[str, Any]] = []

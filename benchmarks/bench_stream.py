@@ -62,13 +62,13 @@ from PIL import Image
 
 from bioscan_stream import storage
 from bioscan_stream.layout import image_relpath
+from bioscan_stream.malloc import tune_malloc
 from bioscan_stream.metadata import write_metadata
 from bioscan_stream.schema import IMAGE, INDEX_FILE, TARGETS, shard_name
 from bioscan_stream.shards.tarwriter import write_tar
 from bioscan_stream.stream import BioscanStream, make_loader
 from bioscan_stream.stream.official import OfficialTree, make_official_loader
 from bioscan_stream.stream.transforms import ImageTransform, normalize_batch, stack_images
-from jobs.stream_shards import tune_malloc
 
 HERE = Path(__file__).parent
 FIGURE = HERE / "figures" / "stream.png"

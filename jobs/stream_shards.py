@@ -8,41 +8,18 @@ start-up, first shard open) is timed separately from the steady state.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
-import os
 import sys
 import time
 from typing import Any
 
 import torch
 
+from bioscan_stream.malloc import tune_malloc
 from bioscan_stream.stream import BioscanStream, CorruptShardError, make_loader
 
 DEFAULT_BATCHES = 50
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_WORKERS = 2
-#: glibc's mallopt parameters and the values that doubled decode-to-numpy throughput here
-#: (environment.md: MALLOC_MMAP_THRESHOLD_=4194304, MALLOC_TRIM_THRESHOLD_=67108864; 2 cores, 2026-11).
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_MALLOC_SETTINGS = {_M_MMAP_THRESHOLD: 4 * 1024 * 1024, _M_TRIM_THRESHOLD: 64 * 1024 * 1024}
-
-
-def tune_malloc() -> bool:
-    """Apply the MALLOC_* hints to this process (forked DataLoader workers inherit them) and to the
-    environment of processes started later (spawned workers); False off glibc.
-
-    The environment alone would be too late for this process: glibc reads it at process start.
-    """
-    for param, env in ((_M_MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_"), (_M_TRIM_THRESHOLD, "MALLOC_TRIM_THRESHOLD_")):
-        os.environ.setdefault(env, str(_MALLOC_SETTINGS[param]))
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    libc = ctypes.CDLL(name)
-    if not hasattr(libc, "mallopt"):
-        return False
-    return all(libc.mallopt(param, value) == 1 for param, value in _MALLOC_SETTINGS.items())
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -37,6 +37,7 @@ import ray
 import torch
 from tqdm.auto import tqdm
 
+from bioscan_stream.malloc import FORWARD
 from bioscan_stream.ray_runtime import ray_runtime
 from bioscan_stream.shards.manifest import library_versions
 from bioscan_stream.storage import join_url, list_urls, open_url, remove_url, url_exists
@@ -141,6 +142,11 @@ class EmbedConfig:
     @property
     def runtime_env(self) -> dict[str, Any] | None:
         return {"env_vars": dict(self.task_env)} if self.task_env else None
+
+    @property
+    def replica_env(self) -> dict[str, Any]:
+        """A model replica's `runtime_env`: `task_env` and the forward-pass malloc policy (set at process start)."""
+        return {"env_vars": FORWARD.environment() | dict(self.task_env)}
 
 
 @dataclass
@@ -406,7 +412,7 @@ def _run_pipeline(config: EmbedConfig, model: Any, assembler: _Assembler, payloa
         compute=ray.data.ActorPoolStrategy(size=config.concurrency),
         num_cpus=config.cpus_per_actor,
         num_gpus=gpus,
-        runtime_env=config.runtime_env,
+        runtime_env=config.replica_env,  # its activations reuse freed heap (resnet18: 25-28 -> 21 ms an image)
     )
     total = sum(len(rows) for _, rows in work)
     with tqdm(total=total, desc=f"embed {config.model}", unit="row", disable=not config.progress) as bar:
