@@ -102,6 +102,9 @@ class TimmImageEncoder(nn.Module):
         self.model = model
         self.data_config = _data_config(model)
         self._embed_dim = int(getattr(model, "num_features", 0))
+        # oneDNN convolves channels-last (NHWC) memory faster: resnet18, one CPU thread, 15 vs 20.5 ms an image
+        # (2026-12-07). A ViT has one convolution (the patch embedding) and gains nothing.
+        self.channels_last = sum(isinstance(m, nn.Conv2d) for m in model.modules()) > 1
 
     @property
     def timm_name(self) -> str:
@@ -115,7 +118,10 @@ class TimmImageEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled penultimate features `(n, num_features)` of normalised float images `(n, 3, H, W)`."""
-        return self.model(images)
+        return self.model(self._layout(images))
+
+    def _layout(self, images: torch.Tensor) -> torch.Tensor:
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
 
     def preprocessor(self) -> TimmImagePixels:
         size = int(self.data_config["input_size"][-1])
@@ -123,7 +129,8 @@ class TimmImageEncoder(nn.Module):
 
     def embed_batch(self, arrays: dict[str, torch.Tensor]) -> torch.Tensor:
         """uint8 pixels -> `/255`, normalised with the data config's mean/std on their device -> features."""
-        images = normalize_batch(arrays[PIXELS], tuple(self.data_config["mean"]), tuple(self.data_config["std"]))
+        mean, std = tuple(self.data_config["mean"]), tuple(self.data_config["std"])
+        images = normalize_batch(self._layout(arrays[PIXELS]), mean, std)
         return self.model(images.to(next(self.model.parameters()).dtype))
 
     def input_spec(self) -> dict[str, Any]:
