@@ -45,12 +45,11 @@ from zoo._factory import create_model
 from zoo.embedding.sources import (
     DIGEST,
     EMPTY,
-    PAYLOAD,
     InputShard,
     PayloadsInObjectStore,
     ShardPayloads,
+    labels_and_payloads,
     list_input_shards,
-    read_label_rows,
 )
 from zoo.embedding.store import (
     INDEX_FILE,
@@ -253,17 +252,9 @@ class _Shard:
     needs: set[int]
 
 
-def _labels_and_payloads(shard: InputShard, with_dna: bool) -> tuple[pa.Table, pa.Table | None]:
-    """A label task's two returns: labels for the driver, and (DNA) the barcodes, left in the object store."""
-    table = read_label_rows(shard, with_dna=with_dna)
-    if not with_dna:
-        return table, None
-    return table.drop_columns([PAYLOAD]), table.select([PAYLOAD])
-
-
 def _label_tables(config: EmbedConfig, pending: list[InputShard], with_dna: bool) -> tuple[list[pa.Table], dict]:
     """Every pending shard's label table, and (DNA) object refs of its barcodes by shard number."""
-    task: Any = ray.remote(_labels_and_payloads).options(num_cpus=1, num_returns=2, runtime_env=config.runtime_env)  # type: ignore[call-overload]
+    task: Any = ray.remote(labels_and_payloads).options(num_cpus=1, num_returns=2, runtime_env=config.runtime_env)  # type: ignore[call-overload]
     refs = [task.remote(shard, with_dna) for shard in pending]
     tables = list(ray.get([labels for labels, _ in refs]))
     return tables, ({s.number: payloads for s, (_, payloads) in zip(pending, refs, strict=True)} if with_dna else {})

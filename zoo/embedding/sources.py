@@ -35,6 +35,7 @@ __all__ = [
     "InputShard",
     "PayloadsInObjectStore",
     "ShardPayloads",
+    "labels_and_payloads",
     "list_input_shards",
     "read_label_rows",
     "read_shard_samples",
@@ -165,6 +166,18 @@ def read_label_rows(shard: InputShard, *, with_dna: bool) -> pa.Table:
         columns[EMPTY] = pa.array(empty, pa.bool_())
         columns[PAYLOAD] = pa.array(barcodes, pa.binary())
     return pa.table(columns)
+
+
+def labels_and_payloads(shard: InputShard, with_dna: bool) -> tuple[pa.Table, pa.Table | None]:
+    """The embedding job's label task: labels for the driver, and (DNA) the barcodes, left in the object store.
+
+    Here, not in `zoo.embedding.pipeline`, so that its Ray workers import no model families (torch, timm,
+    transformers: ~4 s a worker, where this module takes ~0.5 s).
+    """
+    table = read_label_rows(shard, with_dna=with_dna)
+    if not with_dna:
+        return table, None
+    return table.drop_columns([PAYLOAD]), table.select([PAYLOAD])
 
 
 #: How a payload read task reads one unit of work: (unit, members) -> its samples in row order.
