@@ -17,8 +17,10 @@ layouts (`index.json` names it):
 - `list`: `fixed_size_list<float16|float32>[dim]`, for SQL users (duckdb's `array_cosine_similarity`, ...)
   at ~10x the read cost.
 
-The embedding column is written uncompressed, without dictionary or statistics: it does not compress, and
-a scan then costs a copy, not a decode. Plain pyarrow, duckdb and pandas read every file.
+The embedding column is written uncompressed, without dictionary or statistics, and REQUIRED: it does not
+compress, and every data page is then the vectors' bytes as they are, which a local scan copies from the file
+straight into the result (`zoo.embedding.plainpages`: one copy, like `np.load`, where pyarrow's decode and
+the copy out of its buffers made two). Plain pyarrow, duckdb and pandas read every file.
 
 Each file carries, in its Parquet key-value metadata, the encoder fingerprint digest, the sha256 of its
 source shard and that shard's rejects: a rerun keeps a file whose metadata matches (atomic writes mean a
@@ -41,6 +43,7 @@ import pyarrow.parquet as pq
 
 from bioscan_stream.constants import LABEL_COLUMNS
 from bioscan_stream.storage import is_s3, join_url, open_url, read_bytes, url_exists
+from zoo.embedding.plainpages import NotPlain, read_plain_column
 
 __all__ = [
     "EMBEDDING",
@@ -106,7 +109,9 @@ def write_store_file(
     """Write `labels` + `vectors` (row-aligned) as `store/path` atomically; `meta` goes into the footer."""
     if labels.num_rows != len(vectors):
         raise ValueError(f"{path}: {labels.num_rows} label rows but {len(vectors)} vectors")
-    table = labels.append_column(EMBEDDING, embedding_array(vectors, dtype, layout))
+    embedding = embedding_array(vectors, dtype, layout)
+    # REQUIRED (no definition levels): each data page is the vectors' bytes, which the reader copies as they are
+    table = labels.append_column(pa.field(EMBEDDING, embedding.type, nullable=False), embedding)
     table = table.replace_schema_metadata({FILE_META_KEY: json.dumps(meta, sort_keys=True).encode()})
     sink = io.BytesIO()
     pq.write_table(
@@ -207,6 +212,21 @@ def _stored_dtype(index: dict[str, Any], dtype: Any) -> np.dtype:
     return np.dtype(dtype) if dtype is not None else np.dtype(index["dtype"])
 
 
+def _read_plain(path: str, project: list[str] | None, rows: np.ndarray) -> pa.Table | None:
+    """A local file's vectors copied from disk straight into `rows` (`plainpages`), and its other columns; None
+    when its embedding column is not plain pages of `rows`' width (stores written before 2026-12-07)."""
+    with open(path, "rb") as file:
+        metadata = pq.read_metadata(file)
+        if metadata.num_rows != len(rows):
+            raise ValueError(f"{path}: {metadata.num_rows} rows, index.json says {len(rows)}")
+        try:
+            read_plain_column(file, metadata, EMBEDDING, rows)
+        except NotPlain:
+            return None
+    others = [name for name in (project or metadata.schema.names) if name != EMBEDDING]
+    return read_store_table(path, others)
+
+
 def read_embeddings(
     store: str, *, splits: Sequence[str] | None = None, columns: Sequence[str] | None = None, dtype: Any = None
 ) -> EmbeddingTable:
@@ -228,10 +248,15 @@ def read_embeddings(
     vectors = np.empty((int(starts[-1]), dim), out_dtype)
 
     def read_one(i: int) -> pa.Table:
-        table = read_store_table(join_url(store, entries[i]["path"]), project)
-        if table.num_rows != starts[i + 1] - starts[i]:
+        url, rows = join_url(store, entries[i]["path"]), vectors[starts[i] : starts[i + 1]]
+        if not is_s3(url) and out_dtype == np.dtype(index["dtype"]) and index.get("layout", "binary") == "binary":
+            table = _read_plain(url, project, rows)
+            if table is not None:
+                return table
+        table = read_store_table(url, project)
+        if table.num_rows != len(rows):
             raise ValueError(f"{entries[i]['path']}: {table.num_rows} rows, index.json says {entries[i]['rows']}")
-        vectors[starts[i] : starts[i + 1]] = vector_view(table.column(EMBEDDING), dim)
+        rows[:] = vector_view(table.column(EMBEDDING), dim)
         return table.drop_columns([EMBEDDING])
 
     with ThreadPoolExecutor(_READ_THREADS) as pool:
