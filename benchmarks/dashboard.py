@@ -87,7 +87,7 @@ HEADLINES: tuple[Headline, ...] = (
         "bioscan-dataset + DataLoader loop",
         1.5,
     ),
-    Headline("embed", "store_read.ratio", "embedding store full scan", "np.load of the same vectors", 0.7),
+    Headline("embed", "store_read.ratio_vectors_only", "store full scan, vectors", "np.load of the same vectors", 0.7),
     Headline("index", "ivf.qps_ratio", "IVF index queries/s at recall@10 >= 0.95", "exact search", 10.0),
     Headline("index", "hnsw.qps_ratio", "HNSW index queries/s at recall@10 >= 0.95", "exact search", 10.0),
     Headline("index", "sharded_add.speedup", "sharded index add 1 -> 2 workers", "same add, 1 worker", 1.7),
