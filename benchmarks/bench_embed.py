@@ -139,9 +139,10 @@ def _ratio(numerators: list[float], denominators: list[float]) -> dict[str, Any]
 def _case(
     name: str, shards: Path, root: Path, split: str, batch: int, work: Path, rounds: int, threads: int
 ) -> dict[str, Any]:
-    """`rounds` interleaved rounds of limit, loop and job (so a slow spell of the shared box hits one round's
-    three measures alike); each ratio is per round, then summarised. DNA's no-dedup job runs once: it is the
-    honesty figure beside the headline, not a headline."""
+    """`rounds` runs of the limit, then of the loop, then of the job; each ratio pairs the i-th runs, then is
+    summarised. Not interleaved: the loop's DataLoader forks this Ray driver, and a job submitted right after such
+    a fork once hung waiting for its first tasks (2026-12-07). DNA's no-dedup job runs once: it is the honesty
+    figure beside the headline, not a headline."""
     torch.manual_seed(0)
     model = zoo.create_model(name).eval()
     arrays = _inputs(model, shards, split)
@@ -151,12 +152,10 @@ def _case(
         seconds, items = _job(shards, work / f"store_{name}", name, split, batch, threads, dedup)
         return items / seconds
 
-    runs: dict[str, list[float]] = {"limit": [], "loop": [], "job": []}
-    for _ in range(rounds):
-        torch.set_num_threads(threads)
-        runs["limit"].append(_limit(model, arrays, batch))
-        runs["loop"].append(_loop(model, root, split, batch, work / "loop.npy"))
-        runs["job"].append(job(True))
+    torch.set_num_threads(threads)
+    runs = {"limit": [_limit(model, arrays, batch) for _ in range(rounds)],
+            "loop": [_loop(model, root, split, batch, work / "loop.npy") for _ in range(rounds)]}  # fmt: skip
+    runs["job"] = [job(True) for _ in range(rounds)]
     record: dict[str, Any] = {
         "model": name,
         "modality": model.modality,
