@@ -113,6 +113,13 @@ def spread(values: Sequence[float], *, loads: Sequence[Sequence[float]] | None =
     return summary
 
 
+def spread_text(summary: dict[str, Any] | float) -> str:
+    """`median [min-max]` of a `spread` as a ratio (`1.62x [1.48-1.71]`); a bare number (one run) as `1.62x`."""
+    if isinstance(summary, dict):
+        return f"{summary['median']:.2f}x [{summary['min']:.2f}-{summary['max']:.2f}]"
+    return f"{summary:.2f}x"
+
+
 def append_result(name: str, record: dict[str, Any]) -> Path:
     """Append `record` plus date, machine info and start/end load to results/<name>.jsonl; returns the file."""
     path = RESULTS_DIR / f"{name}.jsonl"

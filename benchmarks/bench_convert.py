@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import ray
-from _results import TreeCpu, append_result, load_1min, machine_info, process_cpu, spread
+from _results import TreeCpu, append_result, load_1min, machine_info, process_cpu, spread, spread_text
 from PIL import Image
 
 from bioscan_stream.layout import ImageStore, chunk_for, image_relpath
@@ -365,14 +365,11 @@ def report(result: dict[str, Any]) -> dict[str, float]:
     for name, rate in rates.items():
         print(f"{name:<22} {rate:>9,.0f} samples/s  {rate * result['image_mb'] / result['samples']:>7.1f} MB/s")
 
-    def show(summary: dict[str, Any]) -> str:
-        return f"{summary['median']:.2f}x [{summary['min']:.2f}-{summary['max']:.2f}]"
-
     for w, ratio in result["ratio_per_worker_vs_raw"].items():
         fsynced, per_cpu = result["ratio_per_worker_vs_raw_fsync"][w], result["ratio_per_cpu_s_vs_raw"][w]
-        print(f"per worker vs raw ({w} worker(s)): {show(ratio)} (target >= 0.8x), vs raw + fsync {show(fsynced)}, "
-              f"per CPU-s {show(per_cpu)}")  # fmt: skip
-    print(f"speed-up 1 -> 2 workers: {show(result['speedup_1_to_2'])} (target >= 1.7x)")
+        print(f"per worker vs raw ({w} worker(s)): {spread_text(ratio)} (target >= 0.8x), "
+              f"vs raw + fsync {spread_text(fsynced)}, per CPU-s {spread_text(per_cpu)}")  # fmt: skip
+    print(f"speed-up 1 -> 2 workers: {spread_text(result['speedup_1_to_2'])} (target >= 1.7x)")
     print(f"full release (5.15M samples): {result['full_release_hours_per_worker']:.1f} h per worker, "
           f"{result['full_release_hours_2_workers']:.1f} h with 2 workers")  # fmt: skip
     if "profile" in result:

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import ray
 import torch
-from _results import TreeCpu, append_result, load_1min, machine_info, process_cpu, spread
+from _results import TreeCpu, append_result, load_1min, machine_info, process_cpu, spread, spread_text
 from PIL import Image
 from torch.profiler import ProfilerActivity, profile
 
@@ -223,15 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     record = {"quick": args.quick, "detr_r50": detr, "scaling_classical": scaling, "machine": machine}
     print(
-        f"DETR-R50 job vs tool loop: {_spread(detr['speedup'])} (bound {detr['bound']:.2f}x, "
-        f"{detr['fraction_of_bound']:.2f} of it); classical job 1 -> 2 workers: {_spread(scaling['scaling'])}"
+        f"DETR-R50 job vs tool loop: {spread_text(detr['speedup'])} (bound {detr['bound']:.2f}x, "
+        f"{detr['fraction_of_bound']:.2f} of it); classical job 1 -> 2 workers: {spread_text(scaling['scaling'])}"
     )
     print(f"appended to {append_result('crop', record)}")
     return 0
-
-
-def _spread(summary: dict[str, Any]) -> str:
-    return f"{summary['median']:.2f}x [{summary['min']:.2f}-{summary['max']:.2f}]"
 
 
 if __name__ == "__main__":

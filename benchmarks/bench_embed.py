@@ -46,7 +46,7 @@ from zoo.embedding import EmbedConfig, embed_shards, read_embeddings
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-from _results import MIN_RUNS, append_result, spread  # noqa: E402
+from _results import MIN_RUNS, append_result, spread, spread_text  # noqa: E402
 from bench_stream import UncheckedBIOSCAN5M  # noqa: E402  (the official loader without its md5 check)
 from helpers_dna import with_stub_images  # noqa: E402  (1-pixel JPEGs: DNA runs need no real photos)
 
@@ -240,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     if read:
         print(
             f"store full scan {read['store_gbps']:.2f} GB/s ({read['store_vectors_only_gbps']:.2f} vectors only) "
-            f"vs np.load {read['npy_gbps']:.2f} GB/s: {_shown(read['ratio'])} ({_shown(read['ratio_vectors_only'])})"
+            f"vs np.load {read['npy_gbps']:.2f} GB/s: {spread_text(read['ratio'])} "
+            f"({spread_text(read['ratio_vectors_only'])})"
         )
     # Another thread budget is a different measurement: recorded, kept off the dashboard's headline history
     experiment = f"--model-threads {args.model_threads}" if args.model_threads != 1 else ""
@@ -254,15 +255,9 @@ def _line(r: dict[str, Any]) -> str:
         if "job_no_dedup" in r
         else ""
     )
-    return (f"{r['model']:<22} {r['rows']:>6} rows, {r['rounds']} round(s): job {r['job']:.1f}/s, limit "
-            f"{r['limit']:.1f}/s ({_shown(r['ratio_vs_limit'])}), loop {r['loop']:.1f}/s ({_shown(r['ratio_vs_loop'])})"
-            f"{extra}")  # fmt: skip
-
-
-def _shown(ratio: dict[str, Any] | float) -> str:
-    if isinstance(ratio, dict):
-        return f"{ratio['median']:.2f}x [{ratio['min']:.2f}-{ratio['max']:.2f}]"
-    return f"{ratio:.2f}x"
+    return (f"{r['model']:<22} {r['rows']:>6} rows, {r['rounds']} round(s): job {r['job']:.1f}/s, "
+            f"limit {r['limit']:.1f}/s ({spread_text(r['ratio_vs_limit'])}), "
+            f"loop {r['loop']:.1f}/s ({spread_text(r['ratio_vs_loop'])}){extra}")  # fmt: skip
 
 
 if __name__ == "__main__":
